@@ -16,7 +16,9 @@ const sampleRateHz = z
   .int()
   .refine((value) => (STREAM_SAMPLE_RATES_HZ as readonly number[]).includes(value), {
     message: `sample rate must be one of ${STREAM_SAMPLE_RATES_HZ.join(', ')} Hz`,
-  });
+  })
+  // The refinement is invisible to JSON Schema; the enum lets editors list the rates.
+  .meta({ enum: [...STREAM_SAMPLE_RATES_HZ] });
 
 /** Output encodings the agent can produce on a stream. */
 export const OUTPUT_ENCODINGS = ['s16le', 'mulaw', 'alaw'] as const;
@@ -80,7 +82,7 @@ const toneSourceSchema = z.strictObject({
   frequency_hz: z.number().positive().max(20000).default(440).describe('Frequency of the sine tone, in Hz.'),
   level_dbfs: z.number().max(0).default(-20).describe('Peak level of the tone, in dBFS.'),
   sample_rate_hz: z.number().int().min(8000).max(192000).default(48000).describe('Generated sample rate, in Hz.'),
-  channels: z.number().int().min(1).max(STREAM_MAX_CHANNELS).default(1),
+  channels: z.number().int().min(1).max(STREAM_MAX_CHANNELS).default(1).describe('Generated channel count.'),
   duration_ms: positiveMs.optional().describe('Length of the tone, in milliseconds; endless when omitted.'),
   speech_like: z
     .boolean()
@@ -90,7 +92,9 @@ const toneSourceSchema = z.strictObject({
 
 const hostPort = z
   .string()
-  .regex(/^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, with IPv6 hosts in brackets ([::1]:5004)');
+  .regex(/^(\[[0-9A-Fa-f:.]+\]|[^:\s]+):\d{1,5}$/, 'must be HOST:PORT, with IPv6 hosts in brackets ([::1]:5004)')
+  // `!(port > 65535)` passes text without a numeric port, which the regex above already reports.
+  .refine((value) => !(Number(value.slice(value.lastIndexOf(':') + 1)) > 65535), 'port must be 0 to 65535');
 
 const rtpmap = z
   .string()
@@ -104,7 +108,13 @@ const rtpSourceSchema = z.strictObject({
     .optional()
     .describe('Sender IP addresses accepted; datagrams from others are dropped and counted.'),
   payload_types: z
-    .record(z.string().regex(/^\d+$/, 'payload type must be a number from 0 to 127'), rtpmap)
+    .record(
+      z
+        .string()
+        .regex(/^\d+$/, 'payload type must be a number from 0 to 127')
+        .refine((value) => !(Number(value) > 127), 'payload type must be a number from 0 to 127'),
+      rtpmap,
+    )
     .default({})
     .describe('Dynamic payload types, mapped like SDP rtpmap: {111: "opus/48000/2", 96: "L16/16000/1"}.'),
   jitter_ms: z.number().int().min(0).max(2000).default(60).describe('Reorder window of the jitter buffer, in ms.'),
@@ -149,6 +159,11 @@ export const streamSchema = z
     alias_template: z
       .string()
       .includes('{ssrc}', { message: 'alias_template must contain {ssrc}' })
+      // An SSRC is a 32-bit number: at most 10 characters in decimal, 8 in hex.
+      .refine(
+        (template) => !template.includes('{ssrc}') || ALIAS_PATTERN.test(template.replaceAll('{ssrc}', '4294967295')),
+        'alias_template must give aliases of 1 to 64 characters of A-Z a-z 0-9 . _ - once {ssrc} is replaced',
+      )
       .optional()
       .describe('RTP only: one stream per SSRC, named by this template, such as room7-{ssrc}.'),
     source: sourceSchema,
@@ -218,8 +233,19 @@ export const apiSchema = z
     request_timeout_ms: positiveMs.default(10000).describe('Timeout of one HTTP request, in milliseconds.'),
   })
   .superRefine((api, ctx) => {
-    if ((api.api_key === undefined) === (api.api_key_file === undefined)) {
-      ctx.addIssue({ code: 'custom', message: 'set exactly one of api_key and api_key_file', path: ['api_key'] });
+    if (api.api_key === undefined && api.api_key_file === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'no API key: set api_key_file (preferred) or api_key',
+        path: ['api_key_file'],
+      });
+    }
+    if (api.api_key !== undefined && api.api_key_file !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'api_key and api_key_file are both set; keep only one of them',
+        path: ['api_key'],
+      });
     }
   });
 
@@ -248,7 +274,10 @@ export const serviceSchema = z.strictObject({
     .default(15000)
     .describe('Deadline for a job to reach "finalized" after PATCH, in milliseconds.'),
   metrics_listen: hostPort.optional().describe('Address of the Prometheus metrics endpoint, such as 127.0.0.1:9464.'),
-  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  log_level: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+    .default('info')
+    .describe('Lowest level of log lines written.'),
   stats_interval_ms: positiveMs.default(10000).describe('Interval of the periodic per-stream stats log line.'),
 });
 
