@@ -1,0 +1,166 @@
+/**
+ * Decoders of RTP audio payloads to interleaved float PCM, one per payload
+ * type in use on a stream. Each knows how many RTP clock ticks a payload
+ * covers, which the timeline needs to find gaps.
+ */
+import { decodeAlaw, decodeMulaw } from '../../audio/g711.ts';
+import { G722Decoder } from '../../audio/g722-decoder.ts';
+import { OpusDecoder } from '../../audio/opus-decoder.ts';
+import { AudioFormatError } from '../../errors.ts';
+import type { Logger } from '../../logger.ts';
+import type { PayloadFormat } from './payload-types.ts';
+
+const INT16_SCALE = 1 / 32768;
+
+export interface PayloadDecoder {
+  readonly format: PayloadFormat;
+  /** Rate of the decoded samples, in Hz. */
+  readonly sampleRateHz: number;
+  readonly channels: number;
+  /**
+   * Decodes one payload. Synchronous codecs return the samples; G.722 runs
+   * in ffmpeg and returns a promise that resolves in payload order.
+   *
+   * @throws AudioFormatError when the payload is not valid for the format.
+   */
+  decode(payload: Buffer): Float32Array | Promise<Float32Array>;
+  /** Concealment of lost audio; absent when the codec has none and silence is used. */
+  conceal?(frames: number): Float32Array;
+  close(): Promise<void>;
+}
+
+/** Creates a decoder for one payload type on one stream. */
+export function createPayloadDecoder(format: PayloadFormat, logger: Logger): PayloadDecoder {
+  switch (format.encoding) {
+    case 'pcmu':
+      return new G711PayloadDecoder(format, decodeMulaw);
+    case 'pcma':
+      return new G711PayloadDecoder(format, decodeAlaw);
+    case 'l16':
+      return new L16PayloadDecoder(format);
+    case 'opus':
+      return new OpusPayloadDecoder(format);
+    case 'g722':
+      return new G722PayloadDecoder(format, logger);
+    case 'telephone-event':
+    case 'cn':
+      throw new Error(`payload type ${format.payloadType} (${format.rtpmap}) carries no audio to decode`);
+  }
+}
+
+/** RTP clock ticks covered by `frames` decoded sample frames of `decoder`. */
+export function ticksOfFrames(decoder: PayloadDecoder, frames: number): number {
+  return Math.round((frames * decoder.format.clockRateHz) / decoder.sampleRateHz);
+}
+
+class G711PayloadDecoder implements PayloadDecoder {
+  readonly format: PayloadFormat;
+  readonly sampleRateHz: number;
+  readonly channels: number;
+  private readonly decodeCodes: (source: Uint8Array, destination: Int16Array) => void;
+
+  constructor(format: PayloadFormat, decodeCodes: (source: Uint8Array, destination: Int16Array) => void) {
+    this.format = format;
+    this.sampleRateHz = format.sampleRateHz;
+    this.channels = format.channels;
+    this.decodeCodes = decodeCodes;
+  }
+
+  decode(payload: Buffer): Float32Array {
+    if (payload.length % this.channels !== 0) {
+      throw new AudioFormatError(
+        `${this.format.rtpmap} payload of ${payload.length} bytes is not a whole number of ${this.channels}-channel samples`,
+      );
+    }
+    const linear = new Int16Array(payload.length);
+    this.decodeCodes(payload, linear);
+    const samples = new Float32Array(linear.length);
+    for (let index = 0; index < linear.length; index++) {
+      samples[index] = linear[index]! * INT16_SCALE;
+    }
+    return samples;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** L16 is 16-bit signed PCM in network byte order (RFC 3551 §4.5.11). */
+class L16PayloadDecoder implements PayloadDecoder {
+  readonly format: PayloadFormat;
+  readonly sampleRateHz: number;
+  readonly channels: number;
+
+  constructor(format: PayloadFormat) {
+    this.format = format;
+    this.sampleRateHz = format.sampleRateHz;
+    this.channels = format.channels;
+  }
+
+  decode(payload: Buffer): Float32Array {
+    const frameBytes = 2 * this.channels;
+    if (payload.length % frameBytes !== 0) {
+      throw new AudioFormatError(
+        `${this.format.rtpmap} payload of ${payload.length} bytes is not a whole number of ${frameBytes}-byte sample frames`,
+      );
+    }
+    const samples = new Float32Array(payload.length / 2);
+    for (let index = 0; index < samples.length; index++) {
+      samples[index] = payload.readInt16BE(index * 2) * INT16_SCALE;
+    }
+    return samples;
+  }
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * Opus decodes at 48 kHz, the rate of its RTP clock (RFC 7587 §4.1), so one
+ * decoded frame is one tick. The channel count follows the rtpmap, which
+ * RFC 7587 fixes at 2 whatever the sender encodes; mono senders decode to
+ * two equal channels.
+ */
+class OpusPayloadDecoder implements PayloadDecoder {
+  readonly format: PayloadFormat;
+  readonly sampleRateHz = 48000;
+  readonly channels: 1 | 2;
+  private readonly decoder: OpusDecoder;
+
+  constructor(format: PayloadFormat) {
+    this.format = format;
+    this.channels = format.channels === 1 ? 1 : 2;
+    this.decoder = new OpusDecoder(48000, this.channels);
+  }
+
+  decode(payload: Buffer): Float32Array {
+    return this.decoder.decode(payload);
+  }
+
+  conceal(frames: number): Float32Array {
+    return this.decoder.conceal(frames);
+  }
+
+  async close(): Promise<void> {
+    this.decoder.destroy();
+  }
+}
+
+class G722PayloadDecoder implements PayloadDecoder {
+  readonly format: PayloadFormat;
+  readonly sampleRateHz: number;
+  readonly channels = 1;
+  private readonly decoder: G722Decoder;
+
+  constructor(format: PayloadFormat, logger: Logger) {
+    this.format = format;
+    this.sampleRateHz = format.sampleRateHz;
+    this.decoder = new G722Decoder({ logger });
+  }
+
+  decode(payload: Buffer): Promise<Float32Array> {
+    return this.decoder.decode(payload);
+  }
+
+  close(): Promise<void> {
+    return this.decoder.close();
+  }
+}

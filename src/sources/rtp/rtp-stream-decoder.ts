@@ -1,0 +1,238 @@
+/**
+ * Decoding side of one RTP stream: packets released in order by the jitter
+ * buffer are decoded, placed on the stream's timeline with fills for loss
+ * and silence, converted to the stream's format when their payload type
+ * decodes differently, and emitted as PcmBlocks.
+ *
+ * Packets are processed one after another on a promise chain because G.722
+ * decodes asynchronously in ffmpeg; synchronous codecs finish within the
+ * same turn of the event loop. The chain is bounded by MAX_PENDING_PACKETS.
+ */
+import type { PcmBlock } from '../../audio/format.ts';
+import type { Logger } from '../../logger.ts';
+import { FormatAdapter, type SampleFormat } from './format-adapter.ts';
+import type { ReleasedPacket } from './jitter-buffer.ts';
+import { createPayloadDecoder, ticksOfFrames, type PayloadDecoder } from './payload-decoder.ts';
+import { isAudioEncoding, type PayloadTypeTable } from './payload-types.ts';
+import { RtpTimeline, type DiscontinuityReason } from './rtp-timeline.ts';
+
+/** Packets waiting to be decoded at most, about 10 s at 20 ms per packet; beyond it packets are dropped. */
+const MAX_PENDING_PACKETS = 500;
+
+/** Discontinuities are logged at most once per this interval, with the count, in ms. */
+const DISCONTINUITY_LOG_INTERVAL_MS = 10000;
+
+/** Largest block of filled silence, in ms; long gaps are cut into blocks of this length. */
+const FILL_BLOCK_MS = 200;
+
+/** Counts kept by the decoding side of a stream. */
+export interface DecodeCounters {
+  /** Payloads that could not be decoded. */
+  undecodable: number;
+  /** Telephone-event and comfort noise packets, which carry no audio to send. */
+  nonAudio: number;
+  /** Packets dropped because decoding fell behind. */
+  overflow: number;
+  /** Timeline restarts other than the stream's first packet. */
+  discontinuities: number;
+  /** Frames filled with concealment or silence. */
+  filledFrames: number;
+}
+
+export interface RtpStreamDecoderOptions {
+  /** Format of the emitted blocks, fixed when the stream opens. */
+  format: SampleFormat;
+  payloadTypes: PayloadTypeTable;
+  fillGaps: boolean;
+  maxGapFillMs: number;
+  jitterMs: number;
+  logger: Logger;
+  emit: (block: PcmBlock) => void;
+}
+
+export class RtpStreamDecoder {
+  readonly counters: DecodeCounters = { undecodable: 0, nonAudio: 0, overflow: 0, discontinuities: 0, filledFrames: 0 };
+  private readonly options: RtpStreamDecoderOptions;
+  private readonly log: Logger;
+  private readonly timeline: RtpTimeline;
+  private readonly decoders = new Map<number, PayloadDecoder>();
+  private readonly adapters = new Map<string, FormatAdapter>();
+  private readonly failedPayloadTypes = new Set<number>();
+  private chain: Promise<void> = Promise.resolve();
+  private pendingPackets = 0;
+  /** Packets that failed to decode since the last good one; they count as lost for the timeline. */
+  private undecodedPackets = 0;
+  private discontinuityLoggedAtMs: number | undefined;
+  private discontinuitiesLogged = 0;
+
+  constructor(options: RtpStreamDecoderOptions) {
+    this.options = options;
+    this.log = options.logger;
+    this.timeline = new RtpTimeline({
+      sampleRateHz: options.format.sampleRateHz,
+      fillGaps: options.fillGaps,
+      maxGapFillMs: options.maxGapFillMs,
+      jitterMs: options.jitterMs,
+    });
+  }
+
+  /** Queues one released packet for decoding. */
+  push(released: ReleasedPacket): void {
+    if (this.pendingPackets >= MAX_PENDING_PACKETS) {
+      this.counters.overflow += 1;
+      this.undecodedPackets += 1;
+      return;
+    }
+    this.pendingPackets += 1;
+    this.chain = this.chain.then(async () => {
+      try {
+        await this.process(released);
+      } catch (error) {
+        // Every expected failure is handled inside; this guards the chain itself.
+        this.log.error({ err: error }, 'rtp packet processing failed');
+      } finally {
+        this.pendingPackets -= 1;
+      }
+    });
+  }
+
+  /** Resolves once every queued packet is decoded and emitted; then frees the decoders. */
+  async finish(): Promise<void> {
+    await this.chain;
+    await Promise.all([...this.decoders.values()].map((decoder) => decoder.close().catch(() => undefined)));
+    this.decoders.clear();
+    for (const adapter of this.adapters.values()) {
+      adapter.destroy();
+    }
+    this.adapters.clear();
+  }
+
+  private async process(released: ReleasedPacket): Promise<void> {
+    const { packet } = released;
+    const format = this.options.payloadTypes.get(packet.payloadType);
+    if (format === undefined || !isAudioEncoding(format.encoding)) {
+      this.counters.nonAudio += 1;
+      return;
+    }
+    const decoder = this.decoderFor(packet.payloadType);
+    if (decoder === undefined) {
+      this.undecodedPackets += 1;
+      return;
+    }
+
+    let decoded: Float32Array;
+    try {
+      decoded = await decoder.decode(packet.payload);
+    } catch (error) {
+      this.counters.undecodable += 1;
+      this.undecodedPackets += 1;
+      this.log.debug({ err: error, payloadType: packet.payloadType }, 'rtp payload could not be decoded');
+      return;
+    }
+    const decodedFrames = decoded.length / decoder.channels;
+    const target = this.options.format;
+    const adapter = await this.adapterFor(decoder);
+    const nominalFrames = Math.round((decodedFrames * target.sampleRateHz) / decoder.sampleRateHz);
+
+    const step = this.timeline.step(
+      {
+        released: { ...released, lostBefore: released.lostBefore + this.undecodedPackets },
+        clockRateHz: format.clockRateHz,
+        durationTicks: ticksOfFrames(decoder, decodedFrames),
+      },
+      nominalFrames,
+    );
+    this.undecodedPackets = 0;
+    if (step.discontinuity !== undefined && step.discontinuity !== 'first') {
+      this.onDiscontinuity(step.discontinuity, packet.ssrc, released.arrivalMs);
+    }
+
+    if (step.fillFrames > 0) {
+      this.emitFill(step.fillStartFrame, step.fillFrames, step.concealFrames, decoder, adapter);
+    }
+    const samples = adapter === undefined ? decoded : adapter.process(decoded);
+    this.emitBlock(samples, step.packetStartFrame);
+  }
+
+  private decoderFor(payloadType: number): PayloadDecoder | undefined {
+    const existing = this.decoders.get(payloadType);
+    if (existing !== undefined || this.failedPayloadTypes.has(payloadType)) {
+      return existing;
+    }
+    const format = this.options.payloadTypes.get(payloadType)!;
+    try {
+      const decoder = createPayloadDecoder(format, this.log);
+      this.decoders.set(payloadType, decoder);
+      return decoder;
+    } catch (error) {
+      this.failedPayloadTypes.add(payloadType);
+      this.log.error({ err: error, payloadType, rtpmap: format.rtpmap }, 'rtp decoder could not start; packets of this payload type are dropped');
+      return undefined;
+    }
+  }
+
+  private async adapterFor(decoder: PayloadDecoder): Promise<FormatAdapter | undefined> {
+    const target = this.options.format;
+    if (decoder.sampleRateHz === target.sampleRateHz && decoder.channels === target.channels) {
+      return undefined;
+    }
+    const key = `${decoder.sampleRateHz}/${decoder.channels}`;
+    let adapter = this.adapters.get(key);
+    if (adapter === undefined) {
+      adapter = await FormatAdapter.create({ sampleRateHz: decoder.sampleRateHz, channels: decoder.channels }, target);
+      this.adapters.set(key, adapter);
+      this.log.info(
+        { payloadType: decoder.format.payloadType, rtpmap: decoder.format.rtpmap, from: key, to: `${target.sampleRateHz}/${target.channels}` },
+        'rtp payload type decodes to another format than the stream started with; converting',
+      );
+    }
+    return adapter;
+  }
+
+  private emitFill(
+    startFrame: number,
+    fillFrames: number,
+    concealFrames: number,
+    decoder: PayloadDecoder,
+    adapter: FormatAdapter | undefined,
+  ): void {
+    const { sampleRateHz, channels } = this.options.format;
+    let position = startFrame;
+    if (concealFrames > 0 && decoder.conceal !== undefined) {
+      const decoderFrames = Math.round((concealFrames * decoder.sampleRateHz) / sampleRateHz);
+      const concealed = decoder.conceal(decoderFrames);
+      const samples = adapter === undefined ? concealed : adapter.process(concealed);
+      const frames = Math.min(concealFrames, samples.length / channels);
+      this.emitBlock(samples.subarray(0, frames * channels), position);
+      position += frames;
+    }
+    const blockFrames = Math.max(1, Math.round((FILL_BLOCK_MS * sampleRateHz) / 1000));
+    const endFrame = startFrame + fillFrames;
+    while (position < endFrame) {
+      const frames = Math.min(blockFrames, endFrame - position);
+      this.emitBlock(new Float32Array(frames * channels), position);
+      position += frames;
+    }
+    this.counters.filledFrames += fillFrames;
+  }
+
+  private emitBlock(samples: Float32Array, startFrame: number): void {
+    if (samples.length === 0) {
+      return;
+    }
+    const { sampleRateHz, channels } = this.options.format;
+    this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz });
+  }
+
+  private onDiscontinuity(reason: DiscontinuityReason, ssrc: number, nowMs: number): void {
+    this.counters.discontinuities += 1;
+    const lastMs = this.discontinuityLoggedAtMs;
+    if (lastMs !== undefined && nowMs - lastMs < DISCONTINUITY_LOG_INTERVAL_MS) {
+      return;
+    }
+    const since = this.counters.discontinuities - this.discontinuitiesLogged;
+    this.discontinuityLoggedAtMs = nowMs;
+    this.discontinuitiesLogged = this.counters.discontinuities;
+    this.log.info({ reason, ssrc, discontinuities: since }, 'rtp stream discontinuity; timeline bridged');
+  }
+}

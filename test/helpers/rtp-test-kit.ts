@@ -1,0 +1,175 @@
+/**
+ * Test helpers for the RTP source: a packet builder that writes RFC 3550
+ * headers byte by byte, a manual clock, and a stream host that collects
+ * what each alias emits.
+ */
+import { once } from 'node:events';
+
+import type { PcmBlock } from '../../src/audio/format.ts';
+import type { Clock } from '../../src/clock.ts';
+import type { RtpSourceConfig } from '../../src/config/types.ts';
+import type { RtpStreamHost, RtpStreamRequest } from '../../src/sources/rtp/rtp-receiver.ts';
+
+export interface PacketFields {
+  payloadType?: number;
+  sequenceNumber?: number;
+  timestamp?: number;
+  ssrc?: number;
+  marker?: boolean;
+  csrcs?: number[];
+  /** Header extension: profile and 32-bit words of data. */
+  extension?: { profile: number; words: number };
+  /** Padding bytes to append, the count byte included. */
+  paddingBytes?: number;
+  payload?: Buffer;
+  version?: number;
+}
+
+/** Builds an RTP datagram from its fields. */
+export function buildRtpPacket(fields: PacketFields = {}): Buffer {
+  const csrcs = fields.csrcs ?? [];
+  const payload = fields.payload ?? Buffer.alloc(160, 0xff);
+  const extensionBytes = fields.extension === undefined ? 0 : 4 + fields.extension.words * 4;
+  const paddingBytes = fields.paddingBytes ?? 0;
+  const header = Buffer.alloc(12 + csrcs.length * 4 + extensionBytes);
+  const version = fields.version ?? 2;
+  header[0] = (version << 6) | (paddingBytes > 0 ? 0x20 : 0) | (fields.extension === undefined ? 0 : 0x10) | csrcs.length;
+  header[1] = ((fields.marker ?? false) ? 0x80 : 0) | (fields.payloadType ?? 0);
+  header.writeUInt16BE((fields.sequenceNumber ?? 0) & 0xffff, 2);
+  header.writeUInt32BE((fields.timestamp ?? 0) >>> 0, 4);
+  header.writeUInt32BE((fields.ssrc ?? 0x11223344) >>> 0, 8);
+  csrcs.forEach((csrc, index) => header.writeUInt32BE(csrc >>> 0, 12 + index * 4));
+  if (fields.extension !== undefined) {
+    const offset = 12 + csrcs.length * 4;
+    header.writeUInt16BE(fields.extension.profile, offset);
+    header.writeUInt16BE(fields.extension.words, offset + 2);
+    header.fill(0xab, offset + 4, offset + extensionBytes);
+  }
+  const padding = Buffer.alloc(paddingBytes);
+  if (paddingBytes > 0) {
+    padding[paddingBytes - 1] = paddingBytes;
+  }
+  return Buffer.concat([header, payload, padding]);
+}
+
+/** A clock whose time moves only when the test advances it, firing due timers in order. */
+export class ManualClock implements Clock {
+  private currentMs: number;
+  private nextId = 1;
+  private readonly timers = new Map<number, { dueMs: number; callback: () => void }>();
+
+  constructor(startMs = 1000) {
+    this.currentMs = startMs;
+  }
+
+  nowMs(): number {
+    return this.currentMs;
+  }
+
+  setTimeout(callback: () => void, delayMs: number): NodeJS.Timeout {
+    const id = this.nextId++;
+    this.timers.set(id, { dueMs: this.currentMs + Math.max(0, delayMs), callback });
+    return id as unknown as NodeJS.Timeout;
+  }
+
+  clearTimeout(timer: NodeJS.Timeout): void {
+    this.timers.delete(timer as unknown as number);
+  }
+
+  /** Moves time forward by `durationMs`, running each timer at its due time. */
+  advance(durationMs: number): void {
+    const endMs = this.currentMs + durationMs;
+    for (;;) {
+      let nextId: number | undefined;
+      let nextDueMs = Number.POSITIVE_INFINITY;
+      for (const [id, timer] of this.timers) {
+        if (timer.dueMs < nextDueMs) {
+          nextDueMs = timer.dueMs;
+          nextId = id;
+        }
+      }
+      if (nextId === undefined || nextDueMs > endMs) {
+        break;
+      }
+      const timer = this.timers.get(nextId)!;
+      this.timers.delete(nextId);
+      this.currentMs = Math.max(this.currentMs, timer.dueMs);
+      timer.callback();
+    }
+    this.currentMs = endMs;
+  }
+}
+
+/** An RTP source config with the schema's defaults, for tests. */
+export function rtpConfig(overrides: Partial<RtpSourceConfig> = {}): RtpSourceConfig {
+  return {
+    type: 'rtp',
+    listen: '127.0.0.1:0',
+    payload_types: {},
+    jitter_ms: 60,
+    fill_gaps: true,
+    max_gap_fill_ms: 10000,
+    idle_end_ms: 30000,
+    max_streams: 64,
+    ...overrides,
+  };
+}
+
+export interface CollectedStream {
+  request: RtpStreamRequest;
+  blocks: PcmBlock[];
+  ended: Promise<void>;
+  endRequested: boolean;
+}
+
+/** A host that reads every opened source into memory, as the agent's pipeline would. */
+export class CollectingHost implements RtpStreamHost {
+  readonly streams = new Map<string, CollectedStream>();
+  private readonly waiters: Array<{ alias: string; resolve: (stream: CollectedStream) => void }> = [];
+  /** When set, openStream rejects with this error. */
+  refuseWith: Error | undefined;
+
+  async openStream(request: RtpStreamRequest): Promise<void> {
+    if (this.refuseWith !== undefined) {
+      throw this.refuseWith;
+    }
+    const blocks: PcmBlock[] = [];
+    request.source.readable.on('data', (block: PcmBlock) => blocks.push(block));
+    const ended = once(request.source.readable, 'end').then(() => undefined);
+    const stream: CollectedStream = { request, blocks, ended, endRequested: false };
+    this.streams.set(request.alias, stream);
+    for (const waiter of this.waiters.filter((candidate) => candidate.alias === request.alias)) {
+      waiter.resolve(stream);
+    }
+  }
+
+  async endStream(alias: string): Promise<void> {
+    const stream = this.streams.get(alias);
+    if (stream !== undefined) {
+      stream.endRequested = true;
+      stream.request.source.stop();
+      await stream.ended;
+    }
+  }
+
+  /** Resolves when `alias` has been opened. */
+  opened(alias: string): Promise<CollectedStream> {
+    const existing = this.streams.get(alias);
+    if (existing !== undefined) {
+      return Promise.resolve(existing);
+    }
+    return new Promise((resolve) => this.waiters.push({ alias, resolve }));
+  }
+}
+
+/** Joins the samples of blocks into one array. */
+export function joinSamples(blocks: PcmBlock[]): Float32Array {
+  const total = blocks.reduce((sum, block) => sum + block.samples.length, 0);
+  const joined = new Float32Array(total);
+  let offset = 0;
+  for (const block of blocks) {
+    joined.set(block.samples, offset);
+    offset += block.samples.length;
+  }
+  return joined;
+}
