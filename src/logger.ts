@@ -8,6 +8,8 @@ export interface LoggerOptions {
   format?: LogFormat;
   /** Destination for JSON lines; standard output when omitted. */
   destination?: DestinationStream;
+  /** File descriptor to write to when no destination is given: 1 (default) or 2. */
+  fd?: number;
 }
 
 /**
@@ -42,11 +44,17 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       ...base,
       transport: {
         target: 'pino-pretty',
-        options: { colorize: process.stdout.isTTY === true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' },
+        options: {
+          colorize: process.stdout.isTTY === true,
+          translateTime: 'HH:MM:ss.l',
+          ignore: 'pid,hostname',
+          singleLine: true,
+          destination: options.fd ?? 1,
+        },
       },
     });
   }
-  return pino(base, destination({ fd: 1, sync: false }));
+  return pino(base, destination({ fd: options.fd ?? 1, sync: false }));
 }
 
 /** Creates a logger that drops everything, for library callers and tests that pass none. */

@@ -278,10 +278,12 @@ export class StreamConnection extends EventEmitter<{
         onFailedAttempt: (failure) => this.onConnectFailed(failure as unknown as Error, reconnect),
       });
       this.onOpen(ws);
-    } catch (error) {
+    } catch (thrown) {
       if (this.state.status === 'closed') {
         return;
       }
+      // p-retry passes on an AbortError thrown from onFailedAttempt as it is.
+      const error = thrown instanceof AbortError ? thrown.originalError : thrown;
       if (error instanceof AliasEndedError) {
         this.log.info('server already holds end-of-stream for this alias');
         this.close({ action: 'done', doneReceived: false, serverDurationMs: undefined, error: undefined });
