@@ -1,0 +1,336 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+import { DEFAULT_DELIVERY } from '../../src/config/schema.ts';
+import type { DeliveryConfig } from '../../src/config/types.ts';
+import { Emulator } from '../../src/emulator/emulator.ts';
+import { JobsClient } from '../../src/jobs/jobs-client.ts';
+import { StreamConnection, type StreamOutcome } from '../../src/transport/stream-connection.ts';
+import { JFK_WAV, decodeToS16le, withTimeout } from '../helpers/tools.ts';
+
+/** 100 ms of 16 kHz mono s16le. */
+const FRAME_BYTES = 3200;
+const FRAME_MS = 100;
+
+function delivery(overrides: Partial<DeliveryConfig> & { reconnect?: Partial<DeliveryConfig['reconnect']> } = {}): DeliveryConfig {
+  return {
+    ...DEFAULT_DELIVERY,
+    ...overrides,
+    reconnect: { ...DEFAULT_DELIVERY.reconnect, initial_delay_ms: 50, max_delay_ms: 400, ...overrides.reconnect },
+  };
+}
+
+interface Harness {
+  client: JobsClient;
+  jobId: string;
+  connection: StreamConnection;
+}
+
+async function openStream(
+  emulator: Emulator,
+  alias: string,
+  config: DeliveryConfig,
+  options: { lossless?: boolean } = {},
+): Promise<Harness> {
+  const client = new JobsClient({ baseUrl: emulator.baseUrl, accountId: emulator.accountId, apiKey: emulator.apiKey, retries: 1 });
+  const job = await client.createJob({ mode: 'realtime', analyses: ['transcription'] });
+  const endpoint = client.streamEndpoint(job.job_id, alias, { audioFormat: 's16le', sampleRateHz: 16000, channels: 1 });
+  const connection = new StreamConnection({
+    endpoint,
+    delivery: config,
+    lossless: options.lossless ?? false,
+    fetchRemoteStatus: async () => {
+      const current = await client.getJob(job.job_id);
+      const stream = current.streams.find((candidate) => candidate.alias === alias);
+      return stream === undefined ? undefined : { receivedBytes: stream.received_bytes, state: stream.state };
+    },
+  });
+  connection.start();
+  return { client, jobId: job.job_id, connection };
+}
+
+/** Writes `pcm` in 100 ms frames, one every `intervalMs`, like a live source. */
+async function feedFrames(
+  connection: StreamConnection,
+  pcm: Buffer,
+  intervalMs: number,
+  onFrame?: (index: number) => void | Promise<void>,
+): Promise<void> {
+  const startMs = performance.now();
+  for (let index = 0; index * FRAME_BYTES < pcm.length; index += 1) {
+    const data = pcm.subarray(index * FRAME_BYTES, (index + 1) * FRAME_BYTES);
+    connection.write({ data, durationMs: (data.length / FRAME_BYTES) * FRAME_MS });
+    await onFrame?.(index);
+    const waitMs = startMs + (index + 1) * intervalMs - performance.now();
+    if (waitMs > 0) {
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
+}
+
+/** Resolves once `condition` holds, checked now and after every state change of the stream. */
+async function waitFor(connection: StreamConnection, condition: () => boolean, timeoutMs: number, what = 'a stream state'): Promise<void> {
+  if (condition()) {
+    return;
+  }
+  let onChange: (() => void) | undefined;
+  try {
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        onChange = (): void => {
+          if (condition()) {
+            resolve();
+          }
+        };
+        connection.on('stateChange', onChange);
+      }),
+      timeoutMs,
+      what,
+    );
+  } finally {
+    if (onChange !== undefined) {
+      connection.off('stateChange', onChange);
+    }
+  }
+}
+
+async function waitForStatus(connection: StreamConnection, status: string, timeoutMs: number): Promise<void> {
+  await waitFor(connection, () => connection.status === status, timeoutMs, `stream state ${status}`);
+}
+
+describe('delivery through faults', () => {
+  let emulator: Emulator;
+  let pcm: Buffer;
+
+  before(async () => {
+    emulator = await Emulator.start({ port: 0, finalizeDelayMs: 10 });
+    pcm = await decodeToS16le(JFK_WAV);
+  });
+
+  after(async () => {
+    await emulator.close();
+  });
+
+  it('recovers a 5 s server outage byte for byte', async () => {
+    const { jobId, connection } = await openStream(emulator, 'outage', delivery());
+    await feedFrames(connection, pcm, FRAME_MS, async (index) => {
+      if (index === 30) {
+        // The restart drops every socket without a close frame and keeps the port closed for 5 s.
+        void emulator.faults.restart({ drop: true, downtimeMs: 5000 });
+      }
+    });
+    const outcome = await withTimeout(connection.end(), 20_000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+    assert.equal(outcome.doneReceived, true);
+    const recording = emulator.getRecording(jobId, 'outage');
+    assert.ok(recording);
+    assert.ok(recording.connections >= 2, `expected a reconnect, saw ${recording.connections} connection(s)`);
+    assert.equal(recording.audio.length, pcm.length);
+    assert.ok(recording.audio.equals(pcm), 'recording differs from the source after the outage');
+    assert.equal(connection.stats.droppedBytes, 0);
+  });
+
+  it('drops exactly the audio beyond max_outage_ms', async () => {
+    const maxOutageMs = 1000;
+    const { jobId, connection } = await openStream(emulator, 'long-outage', delivery({ max_outage_ms: maxOutageMs }));
+    // Four times real time: 3 s of downtime covers 12 s of audio, far over the bound.
+    await feedFrames(connection, pcm, FRAME_MS / 4, async (index) => {
+      if (index === 20) {
+        void emulator.faults.restart({ drop: true, downtimeMs: 3000 });
+      }
+      if (index === 60) {
+        await waitForStatus(connection, 'open', 10_000);
+      }
+    });
+    await withTimeout(connection.end(), 20_000, 'end of stream');
+    const recording = emulator.getRecording(jobId, 'long-outage');
+    assert.ok(recording);
+    const droppedBytes = connection.stats.droppedBytes;
+    assert.ok(droppedBytes > 0, 'nothing was dropped');
+    assert.equal(droppedBytes % FRAME_BYTES, 0, 'dropped audio is not whole frames');
+    assert.ok(connection.stats.droppedMs >= 1000, `dropped only ${connection.stats.droppedMs} ms`);
+    assert.equal(recording.audio.length, pcm.length - droppedBytes, 'received + dropped does not add up to the source');
+
+    // The recording is the source with one contiguous gap of exactly the dropped bytes.
+    let gapStart = 0;
+    while (gapStart < recording.audio.length && recording.audio[gapStart] === pcm[gapStart]) {
+      gapStart += 1;
+    }
+    gapStart -= gapStart % FRAME_BYTES;
+    assert.ok(recording.audio.subarray(0, gapStart).equals(pcm.subarray(0, gapStart)), 'audio before the gap differs');
+    assert.ok(
+      recording.audio.subarray(gapStart).equals(pcm.subarray(gapStart + droppedBytes)),
+      `audio after the gap at byte ${gapStart} is not the source resumed ${droppedBytes} bytes later`,
+    );
+    // The gap sits inside the outage: after frame 20 and before the end of the stream.
+    assert.ok(gapStart >= 20 * FRAME_BYTES, `gap starts at ${gapStart}, before the outage`);
+  });
+
+  describe('close codes and refused upgrades', () => {
+    const cases: Array<{ code: number; action: StreamOutcome['action'] | 'reconnects' }> = [
+      { code: 1000, action: 'done' },
+      { code: 1001, action: 'reconnects' },
+      { code: 1011, action: 'reconnects' },
+      { code: 1013, action: 'reconnects' },
+      { code: 4029, action: 'reconnects' },
+      { code: 4030, action: 'reconnects' },
+      { code: 1003, action: 'stop_stream' },
+      { code: 4002, action: 'stop_stream' },
+      { code: 4004, action: 'stop_job' },
+      { code: 4001, action: 'stop_agent' },
+      { code: 4003, action: 'stop_agent' },
+      { code: 4031, action: 'stop_agent' },
+    ];
+    for (const { code, action } of cases) {
+      it(`close ${code} leads to ${action}`, async () => {
+        const alias = `close-${code}`;
+        const { jobId, connection } = await openStream(emulator, alias, delivery());
+        connection.write({ data: pcm.subarray(0, FRAME_BYTES), durationMs: FRAME_MS });
+        await waitForStatus(connection, 'open', 5000);
+        const affected = emulator.faults.closeStreams(code, 'test', { jobId, alias });
+        assert.equal(affected, 1);
+        if (action === 'reconnects') {
+          await waitFor(connection, () => connection.status === 'open' && connection.stats.connections >= 2, 5000);
+          assert.equal(connection.stats.reconnects, 1);
+          const outcome = await withTimeout(connection.end(), 5000, 'end of stream');
+          assert.equal(outcome.action, 'done');
+          return;
+        }
+        const outcome = await withTimeout(connection.closed, 5000, 'stream close');
+        assert.equal(outcome.action, action);
+        assert.equal(connection.stats.connections, 1, 'the stream reconnected after a final close code');
+        if (action !== 'done') {
+          assert.equal(outcome.error?.closeCode, code);
+        }
+      });
+    }
+
+    const statusCases: Array<{ status: number; action: StreamOutcome['action'] | 'reconnects' }> = [
+      { status: 401, action: 'stop_agent' },
+      { status: 403, action: 'stop_agent' },
+      { status: 404, action: 'stop_job' },
+      { status: 429, action: 'reconnects' },
+      { status: 500, action: 'reconnects' },
+      { status: 503, action: 'reconnects' },
+    ];
+    for (const { status, action } of statusCases) {
+      it(`refused upgrade ${status} leads to ${action}`, async () => {
+        emulator.faults.refuseNextUpgrades(1, status, status === 429 ? 1 : undefined);
+        const startedMs = performance.now();
+        const { connection } = await openStream(emulator, `refused-${status}`, delivery());
+        if (action === 'reconnects') {
+          await waitForStatus(connection, 'open', 5000);
+          if (status === 429) {
+            assert.ok(performance.now() - startedMs >= 950, 'Retry-After of 1 s was not honoured');
+          }
+          const outcome = await withTimeout(connection.end(), 5000, 'end of stream');
+          assert.equal(outcome.action, 'done');
+          return;
+        }
+        const outcome = await withTimeout(connection.closed, 5000, 'stream close');
+        assert.equal(outcome.action, action);
+        assert.equal(outcome.error?.statusCode, status);
+        assert.equal(connection.stats.connections, 0);
+      });
+    }
+  });
+
+  it('bounds memory while the server stops reading', async () => {
+    const maxOutageMs = 2000;
+    const config = delivery({ max_outage_ms: maxOutageMs, high_water_bytes: 16_384, low_water_bytes: 4096 });
+    const { connection } = await openStream(emulator, 'stalled', config);
+    await waitForStatus(connection, 'open', 5000);
+    emulator.faults.pauseReading(60_000, { alias: 'stalled' });
+    const gc = exposeGc();
+    gc();
+    const before = process.memoryUsage();
+    // Loopback sockets buffer megabytes in the kernel before the sender sees
+    // any backpressure, so the source writes 64 KiB frames: 1000 of them are
+    // 64 MiB, far more than the kernel holds, while the server reads nothing.
+    const frameBytes = 65_536;
+    let maxPendingBytes = 0;
+    for (let index = 0; index < 1000; index += 1) {
+      connection.write({ data: Buffer.alloc(frameBytes, index % 256), durationMs: FRAME_MS });
+      maxPendingBytes = Math.max(maxPendingBytes, connection.pendingBytes);
+      if (index % 20 === 0) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    // The outage buffer never holds more than max_outage_ms of audio.
+    const boundBytes = (maxOutageMs / FRAME_MS) * frameBytes;
+    assert.ok(maxPendingBytes <= boundBytes, `pending reached ${maxPendingBytes} bytes, over ${boundBytes}`);
+    assert.ok(connection.stats.droppedMs > 0, 'no audio was counted as dropped');
+    assert.equal(connection.stats.acceptedBytes, 1000 * frameBytes);
+    gc();
+    const after = process.memoryUsage();
+    const retainedBytes = after.arrayBuffers - before.arrayBuffers;
+    // Bound: the outage buffer (1.25 MiB), the resend window (3 s, 1.9 MiB)
+    // and the socket's high-water mark, against the 64 MiB an unbounded queue would hold.
+    assert.ok(retainedBytes < 8 * 1024 * 1024, `buffers grew by ${retainedBytes} bytes while writing 64 MiB`);
+    connection.abort('test finished');
+  });
+
+  it('replaces a connection whose pings go unanswered', async () => {
+    const config = delivery({ ping_interval_ms: 200, pong_timeout_ms: 300 });
+    const { connection } = await openStream(emulator, 'silent-peer', config);
+    await waitForStatus(connection, 'open', 5000);
+    emulator.faults.ignorePings(true);
+    try {
+      await withTimeout(
+        new Promise<void>((resolve) => {
+          const onChange = (): void => {
+            if (connection.stats.connections >= 2) {
+              connection.off('stateChange', onChange);
+              resolve();
+            }
+          };
+          connection.on('stateChange', onChange);
+        }),
+        3000,
+        'the connection to be replaced',
+      );
+    } finally {
+      emulator.faults.ignorePings(false);
+    }
+    const outcome = await withTimeout(connection.end(), 5000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+  });
+
+  it('leaks no timers or sockets over reconnects', async () => {
+    const baseline = countResources();
+    const { jobId, connection } = await openStream(emulator, 'churn', delivery());
+    for (let cycle = 0; cycle < 15; cycle += 1) {
+      await waitForStatus(connection, 'open', 5000);
+      connection.write({ data: pcm.subarray(cycle * FRAME_BYTES, (cycle + 1) * FRAME_BYTES), durationMs: FRAME_MS });
+      emulator.faults.dropConnections({ jobId, alias: 'churn' });
+      await waitForStatus(connection, 'connecting', 5000);
+    }
+    await waitForStatus(connection, 'open', 5000);
+    const outcome = await withTimeout(connection.end(), 5000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+    assert.equal(connection.listenerCount('stateChange'), 0);
+    // Sockets and timers close asynchronously; give them a moment.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const recording = emulator.getRecording(jobId, 'churn');
+    assert.ok(recording?.audio.equals(pcm.subarray(0, 15 * FRAME_BYTES)), 'audio across reconnects differs from the source');
+    const afterwards = countResources();
+    assert.ok(afterwards.sockets <= baseline.sockets + 1, `sockets: ${baseline.sockets} before, ${afterwards.sockets} after`);
+    assert.ok(afterwards.timers <= baseline.timers + 2, `timers: ${baseline.timers} before, ${afterwards.timers} after`);
+  });
+});
+
+/** Returns V8's garbage collector, so memory checks measure what is retained, not garbage. */
+function exposeGc(): () => void {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
+function countResources(): { sockets: number; timers: number } {
+  const resources = process.getActiveResourcesInfo();
+  return {
+    sockets: resources.filter((name) => name === 'TCPSocketWrap').length,
+    timers: resources.filter((name) => name === 'Timeout').length,
+  };
+}
