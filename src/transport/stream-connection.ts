@@ -110,6 +110,16 @@ export interface StreamStats {
  */
 const RESEND_WINDOW_MS = 3000;
 
+/** Log message of the transition into each state. */
+const TRANSITION_MESSAGES: Record<ConnectionStatus, string> = {
+  idle: 'stream idle',
+  connecting: 'connecting stream',
+  open: 'stream open',
+  reconnecting: 'reconnecting stream',
+  ending: 'end of stream sent',
+  closed: 'stream closed for good',
+};
+
 /** Reason an `AbortError` carries when the server reports the alias already ended. */
 class AliasEndedError extends Error {}
 
@@ -160,6 +170,7 @@ export class StreamConnection extends EventEmitter<{
   private endOfStreamSent = false;
   private resyncing = false;
   private needDrain = false;
+  private wakeController: AbortController | undefined;
   private doneMessage: { durationMs: number } | undefined;
   private lastServerError: string | undefined;
   private stableTimer: NodeJS.Timeout | undefined;
@@ -190,6 +201,11 @@ export class StreamConnection extends EventEmitter<{
 
   get pendingMs(): number {
     return this.pending.durationMs;
+  }
+
+  /** Failed connection attempts and short-lived connections since the last stable connection. */
+  get consecutiveFailures(): number {
+    return this.failures;
   }
 
   /** Resolves with the outcome once the stream is closed for good. */
@@ -237,6 +253,7 @@ export class StreamConnection extends EventEmitter<{
     if (!this.endRequested) {
       this.endRequested = true;
       this.log.debug({ pendingBytes: this.pending.bytes }, 'end of stream requested');
+      this.wakeController?.abort();
       if (this.state.status === 'idle') {
         this.close({ action: 'done', doneReceived: false, serverDurationMs: undefined, error: undefined });
       }
@@ -262,8 +279,7 @@ export class StreamConnection extends EventEmitter<{
     try {
       if (initialDelayMs > 0) {
         this.transition({ status: 'reconnecting', attempt: this.failures, delayMs: initialDelayMs });
-        this.log.warn({ attempt: this.failures, delayMs: initialDelayMs }, 'reconnecting stream');
-        await sleep(initialDelayMs, this.abortController.signal, this.clock);
+        await this.backoffSleep(initialDelayMs);
       }
       const ws = await pRetry((attempt) => this.connectOnce(attempt), {
         // The delay is computed and slept in onFailedAttempt (full jitter,
@@ -306,12 +322,13 @@ export class StreamConnection extends EventEmitter<{
       // Compressing PCM costs CPU for little gain, so audio goes uncompressed.
       perMessageDeflate: false,
       handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000,
+      // Server messages are small JSON; the cap bounds memory whatever the server sends.
+      maxPayload: 16 * 1024 * 1024,
     });
     // A socket error after this point is also reported by 'close'; this
     // listener keeps it from becoming an uncaught exception.
     ws.on('error', (error) => this.log.debug({ err: error }, 'socket error'));
-    this.transition({ status: 'connecting', ws, attempt });
-    this.log.info({ url: endpoint.logUrl, attempt }, 'connecting stream');
+    this.transition({ status: 'connecting', ws, attempt }, { url: endpoint.logUrl });
 
     return new Promise((resolve, reject) => {
       const onOpen = (): void => {
@@ -391,12 +408,30 @@ export class StreamConnection extends EventEmitter<{
       retryAfterMs,
       fullJitterDelayMs(this.failures - 1, reconnect.initial_delay_ms, reconnect.max_delay_ms, this.random),
     );
-    this.transition({ status: 'reconnecting', attempt: this.failures, delayMs });
-    this.log.warn(
-      { attempt: this.failures, delayMs, statusCode: streamError?.statusCode, closeCode: streamError?.closeCode, err: error },
-      'reconnecting stream',
+    this.transition(
+      { status: 'reconnecting', attempt: this.failures, delayMs },
+      { statusCode: streamError?.statusCode, closeCode: streamError?.closeCode, err: error },
     );
-    await sleep(delayMs, this.abortController.signal, this.clock);
+    await this.backoffSleep(delayMs);
+  }
+
+  /**
+   * Waits out a backoff delay. abort() ends the wait and the stream; end()
+   * ends the wait early once, so a shutdown tries to deliver the queued
+   * audio at once instead of sleeping through its deadline.
+   */
+  private async backoffSleep(delayMs: number): Promise<void> {
+    const wake = new AbortController();
+    this.wakeController = wake;
+    try {
+      await sleep(delayMs, AbortSignal.any([this.abortController.signal, wake.signal]), this.clock);
+    } catch (error) {
+      if (this.abortController.signal.aborted) {
+        throw error;
+      }
+    } finally {
+      this.wakeController = undefined;
+    }
   }
 
   private onOpen(ws: WebSocket): void {
@@ -409,8 +444,7 @@ export class StreamConnection extends EventEmitter<{
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('close', (code, reason) => this.onSocketClosed(ws, code, reason.toString()));
     ws.on('pong', () => this.onPong());
-    this.transition({ status: 'open', ws, openedAtMs });
-    this.log.info({ attempt: this.failures, connections: this.stats.connections }, 'stream open');
+    this.transition({ status: 'open', ws, openedAtMs }, { connections: this.stats.connections });
     this.stableTimer = this.clock.setTimeout(() => {
       this.stableTimer = undefined;
       this.failures = 0;
@@ -555,8 +589,7 @@ export class StreamConnection extends EventEmitter<{
       ws.close(1000);
       this.close({ action: 'done', doneReceived: false, serverDurationMs: undefined, error: undefined });
     }, this.delivery.done_timeout_ms);
-    this.transition({ status: 'ending', ws, openedAtMs, doneTimer });
-    this.log.info({ sentMs: Math.round(this.stats.sentMs) }, 'end of stream sent');
+    this.transition({ status: 'ending', ws, openedAtMs, doneTimer }, { sentMs: Math.round(this.stats.sentMs) });
   }
 
   /** Drops the oldest queued audio while the queue holds more than `max_outage_ms`. */
@@ -700,13 +733,16 @@ export class StreamConnection extends EventEmitter<{
       this.countDropped(chunk);
     }
     this.unconfirmed.drain();
-    this.transition({ status: 'closed', outcome });
+    this.transition({ status: 'closed', outcome }, { action: outcome.action, doneReceived: outcome.doneReceived });
     this.abortController.abort(new Error('stream closed'));
     this.emit('closed', outcome);
   }
 
-  /** The only place that changes `state`: releases what the next state does not hold. */
-  private transition(next: ConnectionState): void {
+  /**
+   * The only place that changes `state`: releases what the next state does
+   * not hold, logs one line for the transition and emits `stateChange`.
+   */
+  private transition(next: ConnectionState, fields: Record<string, unknown> = {}): void {
     const previous = this.state;
     if (previous.status === next.status && previous.status !== 'reconnecting' && previous.status !== 'connecting') {
       return;
@@ -729,7 +765,14 @@ export class StreamConnection extends EventEmitter<{
       }
     }
     this.state = next;
-    this.log.debug({ from: previous.status, to: next.status }, 'stream state');
+    const attempt = 'attempt' in next ? next.attempt : undefined;
+    const delayMs = 'delayMs' in next ? next.delayMs : undefined;
+    const line = { from: previous.status, to: next.status, attempt, delayMs, ...fields };
+    if (next.status === 'reconnecting') {
+      this.log.warn(line, TRANSITION_MESSAGES[next.status]);
+    } else {
+      this.log.info(line, TRANSITION_MESSAGES[next.status]);
+    }
     this.emit('stateChange', { from: previous.status, to: next.status });
   }
 }

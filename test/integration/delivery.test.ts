@@ -298,6 +298,67 @@ describe('delivery through faults', () => {
     assert.equal(outcome.action, 'done');
   });
 
+  it('keeps counting attempts while a server flaps', async () => {
+    const alias = 'flapping';
+    const { jobId, connection } = await openStream(
+      emulator,
+      alias,
+      delivery({ reconnect: { initial_delay_ms: 20, max_delay_ms: 5000, stable_after_ms: 10_000 } }),
+    );
+    // The server accepts each connection and closes it with 1011 at once.
+    const stopFlapping = emulator.onEvent((event) => {
+      if (event.type === 'stream_open' && event.jobId === jobId && event.alias === alias) {
+        setImmediate(() => emulator.faults.closeStreams(1011, 'flap', { jobId, alias }));
+      }
+    });
+    const attempts: number[] = [];
+    connection.on('stateChange', ({ to }) => {
+      if (to === 'reconnecting') {
+        attempts.push(connection.stats.connections);
+      }
+    });
+    try {
+      await waitFor(connection, () => connection.stats.connections >= 5, 20_000, 'five connections');
+    } finally {
+      stopFlapping();
+    }
+    connection.abort('test finished');
+    // Without a stable connection the failure count only grows, so each
+    // reconnect waits under a higher ceiling instead of starting over.
+    const failures = connection.consecutiveFailures;
+    assert.ok(failures >= 4, `failure count is ${failures} after ${connection.stats.connections} short connections`);
+  });
+
+  it('aborts a backoff sleep at once', async () => {
+    emulator.faults.refuseNextUpgrades(1, 503);
+    const { connection } = await openStream(
+      emulator,
+      'abort-backoff',
+      delivery({ reconnect: { initial_delay_ms: 60_000, max_delay_ms: 60_000 } }),
+    );
+    await waitForStatus(connection, 'reconnecting', 5000);
+    const startedMs = performance.now();
+    connection.abort('shutdown');
+    const outcome = await withTimeout(connection.closed, 1000, 'the stream to close');
+    assert.equal(outcome.action, 'aborted');
+    assert.ok(performance.now() - startedMs < 500, 'abort waited for the backoff delay');
+  });
+
+  it('end() cuts a backoff sleep short', async () => {
+    emulator.faults.refuseNextUpgrades(1, 503);
+    const { jobId, connection } = await openStream(
+      emulator,
+      'end-backoff',
+      delivery({ reconnect: { initial_delay_ms: 60_000, max_delay_ms: 60_000 } }),
+    );
+    await waitForStatus(connection, 'reconnecting', 5000);
+    connection.write({ data: pcm.subarray(0, FRAME_BYTES), durationMs: FRAME_MS });
+    const outcome = await withTimeout(connection.end(), 5000, 'end of stream after the backoff was cut short');
+    assert.equal(outcome.action, 'done');
+    assert.equal(outcome.doneReceived, true);
+    assert.ok(emulator.getRecording(jobId, 'end-backoff')?.audio.equals(pcm.subarray(0, FRAME_BYTES)));
+  });
+
   it('leaks no timers or sockets over reconnects', async () => {
     const baseline = countResources();
     const { jobId, connection } = await openStream(emulator, 'churn', delivery());
