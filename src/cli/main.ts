@@ -61,6 +61,11 @@ await yargs(hideBin(process.argv))
         .option('record-dir', { type: 'string', describe: 'Write each alias\'s received audio to DIR/<job_id>/<alias>.raw' })
         .option('account-id', { type: 'string', describe: 'Account ID the emulator accepts (default: emulator)' })
         .option('api-key', { type: 'string', describe: 'API key the emulator accepts (default: emulator-key)' })
+        .option('admin', {
+          type: 'boolean',
+          default: false,
+          describe: 'Serve POST /_emulator/faults for fault injection (drop, close, refuse, pause, restart)',
+        })
         .option('log-format', { choices: LOG_FORMATS, default: 'pretty' as const })
         .option('log-level', { choices: LOG_LEVELS, default: 'info' as const }),
     async (argv) => {
@@ -69,6 +74,7 @@ await yargs(hideBin(process.argv))
         host: argv.host,
         logFormat: argv['log-format'],
         logLevel: argv['log-level'],
+        admin: argv.admin,
         ...(argv['record-dir'] === undefined ? {} : { recordDir: argv['record-dir'] }),
         ...(argv['account-id'] === undefined ? {} : { accountId: argv['account-id'] }),
         ...(argv['api-key'] === undefined ? {} : { apiKey: argv['api-key'] }),

@@ -14,7 +14,9 @@ import { JFK_WAV, decodeToS16le, withTimeout } from '../helpers/tools.ts';
 const FRAME_BYTES = 3200;
 const FRAME_MS = 100;
 
-function delivery(overrides: Partial<DeliveryConfig> & { reconnect?: Partial<DeliveryConfig['reconnect']> } = {}): DeliveryConfig {
+type DeliveryOverrides = Partial<Omit<DeliveryConfig, 'reconnect'>> & { reconnect?: Partial<DeliveryConfig['reconnect']> };
+
+function delivery(overrides: DeliveryOverrides = {}): DeliveryConfig {
   return {
     ...DEFAULT_DELIVERY,
     ...overrides,
