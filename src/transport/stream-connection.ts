@@ -43,7 +43,7 @@ type ConnectionState =
   | { status: 'ending'; ws: WebSocket; openedAtMs: number; doneTimer: NodeJS.Timeout }
   | { status: 'closed'; outcome: StreamOutcome };
 
-/** How a stream ended: `done` for a normal end, otherwise the action that stopped it. */
+/** Outcome of a stream: `done` for a normal end, otherwise the action that stopped it. */
 export interface StreamOutcome {
   action: CloseAction | 'aborted';
   /** True when the server confirmed end-of-stream with a `done` message. */
@@ -105,8 +105,8 @@ export interface StreamStats {
 /**
  * Sent audio kept for resending after a connection drops, in milliseconds.
  * Audio in the socket's kernel buffer when a connection breaks may never
- * arrive; after reconnecting the server reports how much it holds and the
- * missing tail is sent again from here.
+ * arrive. After reconnecting, the server reports how much it has received,
+ * and the missing tail is sent again from here.
  */
 const RESEND_WINDOW_MS = 3000;
 
@@ -282,9 +282,9 @@ export class StreamConnection extends EventEmitter<{
         await this.backoffSleep(initialDelayMs);
       }
       const ws = await pRetry((attempt) => this.connectOnce(attempt), {
-        // The delay is computed and slept in onFailedAttempt (full jitter,
-        // Retry-After); p-retry itself waits 0 ms and retries forever, and
-        // the attempt limit is enforced there too.
+        // onFailedAttempt computes and sleeps the delay (full jitter or
+        // Retry-After) and enforces the attempt limit. p-retry itself
+        // waits 0 ms between attempts and retries forever.
         forever: true,
         retries: 1,
         minTimeout: 0,
@@ -301,7 +301,7 @@ export class StreamConnection extends EventEmitter<{
       // p-retry passes on an AbortError thrown from onFailedAttempt as it is.
       const error = thrown instanceof AbortError ? thrown.originalError : thrown;
       if (error instanceof AliasEndedError) {
-        this.log.info('server already holds end-of-stream for this alias');
+        this.log.info('server already has end-of-stream for this alias');
         this.close({ action: 'done', doneReceived: false, serverDurationMs: undefined, error: undefined });
         return;
       }
@@ -344,7 +344,7 @@ export class StreamConnection extends EventEmitter<{
         response.on('end', () => {
           const body = Buffer.concat(chunks).toString('utf8').slice(0, 300);
           ws.terminate();
-          const error = new StreamClosedError(`stream upgrade refused with ${statusCode}: ${body || response.statusMessage}`, {
+          const error = new StreamClosedError(`stream upgrade rejected with ${statusCode}: ${body || response.statusMessage}`, {
             statusCode,
             reason: body,
             retryable: !isFatal(classifyUpgradeStatus(statusCode)),
@@ -416,8 +416,8 @@ export class StreamConnection extends EventEmitter<{
   }
 
   /**
-   * Waits out a backoff delay. abort() ends the wait and the stream; end()
-   * ends the wait early once, so a shutdown tries to deliver the queued
+   * Waits out a backoff delay. abort() ends the wait and the stream. end()
+   * ends the wait early once, so that a shutdown tries to deliver the queued
    * audio at once instead of sleeping through its deadline.
    */
   private async backoffSleep(delayMs: number): Promise<void> {
@@ -458,9 +458,10 @@ export class StreamConnection extends EventEmitter<{
   }
 
   /**
-   * After a reconnect, asks the server how much of this alias it holds and
-   * queues the missing tail of what was sent before, so the server's audio
-   * stays contiguous and in source order without duplicates.
+   * Queues again what the server missed: after a reconnect, reads how many
+   * bytes of this alias the server has received and puts the missing tail
+   * of the sent audio back in front, so the server's audio stays contiguous,
+   * in source order and without duplicates.
    */
   private async resync(ws: WebSocket): Promise<void> {
     if (this.stats.connections === 1 || this.unconfirmed.length === 0) {
@@ -592,7 +593,7 @@ export class StreamConnection extends EventEmitter<{
     this.transition({ status: 'ending', ws, openedAtMs, doneTimer }, { sentMs: Math.round(this.stats.sentMs) });
   }
 
-  /** Drops the oldest queued audio while the queue holds more than `max_outage_ms`. */
+  /** Drops the oldest queued audio while the queue contains more than `max_outage_ms`. */
   private enforceOutageBound(): void {
     const maxOutageMs = this.delivery.max_outage_ms;
     while (this.pending.durationMs > maxOutageMs && this.pending.length > 0) {
@@ -739,8 +740,8 @@ export class StreamConnection extends EventEmitter<{
   }
 
   /**
-   * The only place that changes `state`: releases what the next state does
-   * not hold, logs one line for the transition and emits `stateChange`.
+   * Changes `state`, and is the only method that does. It releases what the
+   * next state does not keep, logs one line and emits `stateChange`.
    */
   private transition(next: ConnectionState, fields: Record<string, unknown> = {}): void {
     const previous = this.state;
@@ -758,7 +759,7 @@ export class StreamConnection extends EventEmitter<{
       previousWs.removeAllListeners('pong');
       if (previousWs.readyState === WebSocket.OPEN) {
         previousWs.close(1000);
-        // A peer that never answers the close handshake must not keep the socket.
+        // A peer that never completes the close handshake must not keep the socket open.
         this.clock.setTimeout(() => previousWs.terminate(), 2000).unref();
       } else if (previousWs.readyState === WebSocket.CONNECTING) {
         previousWs.terminate();
