@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the tests use as independent peers. Tests fail, not skip,
-# when one of them is missing.
-packages=(ffmpeg)
+# when one of them is missing. build-essential and python3 build naudiodon
+# during npm ci; libasound2 is the ALSA library its PortAudio loads, whose
+# file plugin provides the test sound devices.
+packages=(ffmpeg build-essential python3 libasound2)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
