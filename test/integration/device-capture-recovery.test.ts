@@ -395,6 +395,26 @@ describe('device capture recovery', () => {
     }
   });
 
+  it('stream joining during reopen widens it', async () => {
+    const harness = createHarness([device({ name: 'pulse', maxInputChannels: 32 })]);
+    const first = await harness.open(deviceConfig({ device: 'pulse', channels: [1] }));
+    harness.host.lastStream.emit({ kind: 'failed', message: 'device unplugged' });
+    await settle();
+
+    const second = await harness.open(deviceConfig({ device: 'pulse', channels: [2] }));
+    assert.equal(harness.host.streams.length, 1, 'nothing opens before the backoff delay');
+    assert.equal(second.channels, 2);
+    await harness.clock.advance(250);
+    assert.equal(harness.host.streams.length, 2);
+    assert.equal(harness.host.lastStream.request.channels, 2, 'the reopen takes the channels of both streams');
+
+    harness.host.lastStream.emitBlock(0.4);
+    await settle();
+    assert.equal(readBlocks(second.source.readable).length, 1);
+    first.source.stop();
+    second.source.stop();
+  });
+
   it('failed channel change keeps the capture', async () => {
     const harness = createHarness([device({ name: 'pulse', maxInputChannels: 32 })]);
     const first = await harness.open(deviceConfig({ device: 'pulse', channels: [1] }));

@@ -78,6 +78,11 @@ export interface DeviceCaptureStats {
  *   recovering --attempt failed--> recovering (after a doubled delay)
  *   idle / capturing / recovering --close()--> closed
  */
+interface OpenedStream {
+  stream: CaptureStream;
+  channels: number;
+}
+
 type CaptureState =
   | { status: 'idle' }
   | { status: 'capturing'; stream: CaptureStream; channels: number }
@@ -161,9 +166,10 @@ export class DeviceCapture {
     if (this.state.status !== 'idle') {
       throw new SourceError(`device capture of "${this.device.name}" was already started`);
     }
+    const request = this.request(this.device);
     let stream: CaptureStream;
     try {
-      stream = await this.host.openCapture(this.request(this.device));
+      stream = await this.host.openCapture(request);
     } catch (error) {
       this.setState({ status: 'closed' }, 'opening failed');
       throw error;
@@ -173,13 +179,13 @@ export class DeviceCapture {
         deviceIndex: this.device.index,
         hostApi: this.device.hostApi,
         sampleRateHz: this.sampleRateHz,
-        channels: this.channelCount,
+        channels: request.channels,
         sampleFormat: stream.sampleFormat,
         blockMs: this.timing.blockMs,
       },
       'device capture started',
     );
-    this.enterCapturing(stream);
+    this.enterCapturing(stream, request.channels);
   }
 
   subscribe(subscriber: CaptureSubscriber): void {
@@ -204,23 +210,7 @@ export class DeviceCapture {
     }
     const previous = this.channelCount;
     this.channelCount = channels;
-    if (this.state.status !== 'capturing') {
-      // A reopen in progress opens the new count.
-      return;
-    }
-    const { stream } = this.state;
-    const controller = new AbortController();
-    this.setState({ status: 'recovering', reason: `${channels} channels requested`, controller }, 'channel count change');
-    await this.closeStream(stream);
-    try {
-      const next = await this.openAgain();
-      this.resume(next, controller);
-    } catch (error) {
-      this.channelCount = previous;
-      this.log.warn({ err: error, channels, restoredChannels: previous }, 'opening the device with more channels failed');
-      void this.reopenWithBackoff(controller, { immediate: true });
-      throw error;
-    }
+    await this.replaceForChannels(previous);
   }
 
   /** Stops reading and closes the device. Subscribers get no more blocks. */
@@ -240,11 +230,40 @@ export class DeviceCapture {
     this.log.info({ ...this.counters }, 'device capture closed');
   }
 
-  private enterCapturing(stream: CaptureStream): void {
-    this.setState({ status: 'capturing', stream, channels: this.channelCount }, 'stream open');
+  /**
+   * Replaces the running stream with one of `channelCount` channels. While
+   * the device is being reopened there is nothing to replace, because the
+   * reopen uses the new count.
+   */
+  private async replaceForChannels(previous: number): Promise<void> {
+    if (this.state.status !== 'capturing') {
+      return;
+    }
+    const { stream } = this.state;
+    const channels = this.channelCount;
+    const controller = new AbortController();
+    this.setState({ status: 'recovering', reason: `${channels} channels requested`, controller }, 'channel count change');
+    await this.closeStream(stream);
+    try {
+      const next = await this.openAgain();
+      this.resume(next, controller);
+    } catch (error) {
+      this.channelCount = previous;
+      this.log.warn({ err: error, channels, restoredChannels: previous }, 'opening the device with more channels failed');
+      void this.reopenWithBackoff(controller, { immediate: true });
+      throw error;
+    }
+  }
+
+  private enterCapturing(stream: CaptureStream, channels: number): void {
+    this.setState({ status: 'capturing', stream, channels }, 'stream open');
     this.lastAudioAtMs = this.clock.nowMs();
     this.armWatchdog();
     void this.readLoop(stream);
+    if (channels < this.channelCount) {
+      // A stream joined for more channels while this one was opening. Its errors are logged in there.
+      this.replaceForChannels(channels).catch(() => undefined);
+    }
   }
 
   private async readLoop(stream: CaptureStream): Promise<void> {
@@ -348,8 +367,8 @@ export class DeviceCapture {
         return;
       }
       try {
-        const stream = await this.openAgain();
-        this.resume(stream, controller, attempt);
+        const opened = await this.openAgain();
+        this.resume(opened, controller, attempt);
         return;
       } catch (error) {
         if (signal.aborted) {
@@ -361,7 +380,7 @@ export class DeviceCapture {
   }
 
   /** Finds the device again by name, because its index can change, and opens it. */
-  private async openAgain(): Promise<CaptureStream> {
+  private async openAgain(): Promise<OpenedStream> {
     const devices = await this.host.listDevices();
     const device = findDeviceByName(devices, this.device.name);
     if (device === undefined) {
@@ -370,11 +389,12 @@ export class DeviceCapture {
       });
     }
     this.device = device;
-    return this.host.openCapture(this.request(device));
+    const request = this.request(device);
+    return { stream: await this.host.openCapture(request), channels: request.channels };
   }
 
   /** Switches to a reopened stream, unless the capture was closed meanwhile; counts the gap on the clock. */
-  private resume(stream: CaptureStream, controller: AbortController, attempt = 1): void {
+  private resume({ stream, channels }: OpenedStream, controller: AbortController, attempt = 1): void {
     if (this.state.status !== 'recovering' || this.state.controller !== controller) {
       void this.closeStream(stream);
       return;
@@ -388,12 +408,12 @@ export class DeviceCapture {
         attempt,
         outageMs,
         deviceIndex: this.device.index,
-        channels: this.channelCount,
+        channels,
         reopens: this.counters.reopens,
       },
       'input device reopened',
     );
-    this.enterCapturing(stream);
+    this.enterCapturing(stream, channels);
   }
 
   private async closeStream(stream: CaptureStream): Promise<void> {

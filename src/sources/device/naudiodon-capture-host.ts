@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 import { SourceError } from '../../errors.ts';
 import type { CaptureHost, CaptureReadResult, CaptureRequest, CaptureSampleFormat, CaptureStream, InputDevice } from './capture-host.ts';
 import { loadNaudiodon, type NaudiodonAddon, type NaudiodonStream } from './naudiodon-loader.ts';
@@ -15,17 +17,27 @@ const DEFAULT_THREADPOOL_SIZE = 4;
 const RESERVED_THREADPOOL_THREADS = 2;
 
 /** PortAudio's text for paSampleFormatNotSupported, the one open error worth a retry in the other format. */
-const SAMPLE_FORMAT_NOT_SUPPORTED = 'Sample format not supported';
+const SAMPLE_FORMAT_NOT_SUPPORTED_TEXT = 'Sample format not supported';
+
+/**
+ * Maximum wait for earlier closes before listing or opening. A close that
+ * hangs (PortAudio joining a stuck thread) must not block every later open.
+ */
+const SETTLE_TIMEOUT_MS = 5000;
 
 /**
  * PortAudio through naudiodon's addon.
  *
  * Each open stream keeps one libuv threadpool thread waiting in a blocking
- * read, so `openCapture` refuses a stream that would leave fewer than two
- * threads for the rest of the process. PortAudio's initialise and terminate
- * calls are not thread-safe, and the addon makes them when it lists devices,
- * opens a stream (main thread) and closes one (threadpool), so listing and
- * opening wait until every close has finished.
+ * read, so `openCapture` rejects a stream that would leave fewer than two
+ * threads for the rest of the process. PortAudio is not thread-safe, and the
+ * addon initialises and terminates it on the main thread (listing, opening)
+ * and on the threadpool (closing). So listing and opening first wait for the
+ * closes in progress.
+ *
+ * NOTE: listing and opening run on the main thread, and while no stream is
+ * open PortAudio scans every device again each time, so they block the
+ * event loop for the length of that scan.
  */
 export class NaudiodonCaptureHost implements CaptureHost {
   private readonly addon: NaudiodonAddon;
@@ -79,12 +91,12 @@ export class NaudiodonCaptureHost implements CaptureHost {
     let stream: NaudiodonStream;
     let sampleFormat: CaptureSampleFormat = 'int16';
     try {
-      // 16-bit first: the output encodings carry at most 16 bits, and most
-      // devices and loopbacks capture 16-bit natively, so PortAudio converts
-      // nothing. Float is the fallback for devices without 16-bit support.
+      // 16-bit first, because the output encodings carry at most 16 bits and
+      // PortAudio converts nothing for the many devices and loopbacks that
+      // capture 16-bit. Float is the fallback for devices without 16-bit.
       stream = this.create(request, sampleFormat);
     } catch (error) {
-      if (!(error as Error).message.includes(SAMPLE_FORMAT_NOT_SUPPORTED)) {
+      if (!(error as Error).message.includes(SAMPLE_FORMAT_NOT_SUPPORTED_TEXT)) {
         throw openFailed(request, error);
       }
       sampleFormat = 'float32';
@@ -140,8 +152,15 @@ export class NaudiodonCaptureHost implements CaptureHost {
   }
 
   private async settle(): Promise<void> {
-    while (this.closing.size > 0) {
-      await Promise.allSettled([...this.closing]);
+    if (this.closing.size === 0) {
+      return;
+    }
+    const timeout = new AbortController();
+    const timedOut = delay(SETTLE_TIMEOUT_MS, undefined, { ref: false, signal: timeout.signal }).catch(() => undefined);
+    try {
+      await Promise.race([Promise.allSettled([...this.closing]), timedOut]);
+    } finally {
+      timeout.abort();
     }
   }
 }

@@ -1,16 +1,17 @@
 /**
  * Lazy loading of naudiodon's native PortAudio addon, so that hosts without
  * naudiodon run every other source and only device capture and the
- * `devices` command fail, with a message that says how to install it.
+ * `devices` command fail, with a message that explains how to install it.
  *
  * The agent loads the addon through naudiodon's own `bindings` dependency
- * instead of `require('naudiodon')`. Its index.js (2.3.6) registers
- * segfault-handler for the whole process, which writes `crash.log` into the
- * working directory and replaces V8's SIGSEGV handler, so a WebAssembly
- * out-of-bounds access (the resampler is WebAssembly) kills the process
- * instead of throwing a RangeError. Its AudioIO wrapper also destroys the
- * stream on the first input overflow. The addon itself reports an overflow
- * as one failed read and keeps capturing.
+ * instead of `require('naudiodon')`. naudiodon 2.3.6's index.js registers
+ * segfault-handler 1.3.0 for the whole process, which writes `crash.log`
+ * into the working directory and replaces V8's SIGSEGV handler. With Node
+ * 20, a WebAssembly out-of-bounds access (the resampler is WebAssembly) then
+ * kills the process with SIGSEGV instead of throwing a
+ * WebAssembly.RuntimeError. Its AudioIO wrapper also destroys the stream on
+ * the first input overflow, while the addon itself reports an overflow as
+ * one failed read and keeps capturing.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
