@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -137,6 +138,7 @@ describe('device source through the emulator', () => {
 
   after(async () => {
     await emulator.close();
+    await rm(alsa.home, { recursive: true, force: true });
   });
 
   it('one channel arrives byte-identical', async () => {

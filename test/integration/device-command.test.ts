@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -56,6 +57,7 @@ describe('devices command and device errors', () => {
 
   after(async () => {
     await emulator.close();
+    await rm(alsa.home, { recursive: true, force: true });
   });
 
   it('devices --json lists the test devices', async () => {
