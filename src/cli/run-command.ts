@@ -33,7 +33,10 @@ export async function runRunCommand(args: RunCommandArgs): Promise<number> {
   return runAgent(config, logger);
 }
 
-/** Runs an agent with signal handling: the first SIGINT or SIGTERM shuts down gracefully, a second one aborts. */
+/**
+ * Runs an agent with signal handling: the first SIGINT or SIGTERM shuts down
+ * gracefully, a second one aborts, and SIGHUP reloads the config file.
+ */
 export async function runAgent(config: AgentConfig, logger: Logger): Promise<number> {
   const agent = new Agent({ config, logger, version: AGENT_VERSION });
   let signalCount = 0;
@@ -48,13 +51,19 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<num
     // Give the flushed log lines a moment to reach the descriptor.
     setTimeout(() => process.exit(EXIT_FAILURE), 50).unref();
   };
+  // SIGHUP reloads the config, as `systemctl reload` sends it (ExecReload=kill -HUP $MAINPID).
+  const onHangup = (): void => {
+    void agent.reload();
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onHangup);
   try {
     return await agent.run();
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onHangup);
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
   }
 }

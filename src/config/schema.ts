@@ -269,6 +269,10 @@ export const serviceSchema = z.strictObject({
     .optional()
     .describe('Folder for <job_id>.jsonl result files; results go to standard output when omitted.'),
   state_dir: z.string().min(1).optional().describe('Folder for the state file that records active jobs.'),
+  finalize_orphaned_jobs: z
+    .boolean()
+    .default(true)
+    .describe('At start, finalize jobs that the state file lists from a run that crashed; false only reports them.'),
   shutdown_timeout_ms: positiveMs.default(20000).describe('Deadline of the whole shutdown, in milliseconds.'),
   finalize_timeout_ms: positiveMs
     .default(15000)
@@ -291,6 +295,7 @@ export const configSchema = z.strictObject({
     .default({ output: {}, delivery: {} }),
   jobs: z.array(jobSchema).min(1),
   service: serviceSchema.default({
+    finalize_orphaned_jobs: true,
     shutdown_timeout_ms: 20000,
     finalize_timeout_ms: 15000,
     log_level: 'info',

@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Clock } from '../clock.ts';
 import type { DeliveryConfig, OutputConfig } from '../config/types.ts';
 import { Framer } from '../audio/framer.ts';
+import { measureFrameLevel, SILENCE_DBFS, type FrameLevel } from '../audio/frame-level.ts';
 import { PcmConverter } from '../audio/pcm-converter.ts';
 import type { AudioFormat, AudioFrame } from '../audio/format.ts';
 import type { Logger } from '../logger.ts';
@@ -54,6 +55,7 @@ export class AliasStream {
   private readonly log: Logger;
   private pipelineDone: Promise<void> | undefined;
   private outcome: StreamOutcome | undefined;
+  private lastLevel: FrameLevel = { rmsDbfs: SILENCE_DBFS, peakDbfs: SILENCE_DBFS };
 
   constructor(options: AliasStreamOptions) {
     this.options = options;
@@ -92,7 +94,9 @@ export class AliasStream {
       logger: this.log,
     });
     const framer = new Framer({ format: this.format, frameMs: this.options.output.frame_ms });
-    const sink = new ConnectionSink(this.connection);
+    const sink = new ConnectionSink(this.connection, (frame) => {
+      this.lastLevel = measureFrameLevel(frame.data, this.format.encoding);
+    });
     this.connection.start();
     this.pipelineDone = pipeline(this.options.readable, converter, framer, sink).catch((error: unknown) => {
       this.log.error({ err: error }, 'audio pipeline failed; ending the stream with what was sent');
@@ -112,6 +116,11 @@ export class AliasStream {
 
   get stats(): StreamStats {
     return this.connection.stats;
+  }
+
+  /** RMS and peak level of the last frame handed to the connection, in dBFS. */
+  get level(): FrameLevel {
+    return this.lastLevel;
   }
 
   summary(): AliasSummary {
@@ -144,13 +153,16 @@ export class AliasStream {
  */
 class ConnectionSink extends Writable {
   private readonly connection: StreamConnection;
+  private readonly onFrame: (frame: AudioFrame) => void;
 
-  constructor(connection: StreamConnection) {
+  constructor(connection: StreamConnection, onFrame: (frame: AudioFrame) => void) {
     super({ objectMode: true, highWaterMark: 1 });
     this.connection = connection;
+    this.onFrame = onFrame;
   }
 
   override _write(frame: AudioFrame, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.onFrame(frame);
     if (this.connection.write(frame)) {
       callback();
       return;

@@ -102,7 +102,7 @@ export class JobSession extends EventEmitter<{
       ...(this.options.clock === undefined ? {} : { clock: this.options.clock }),
     });
     this.streams.set(spec.alias, { stream, source: spec.source });
-    void stream.connection.closed.then((outcome) => this.onStreamClosed(spec.alias, outcome));
+    void stream.connection.closed.then((outcome) => this.onStreamClosed(stream, outcome));
     await stream.start();
     return stream;
   }
@@ -129,6 +129,24 @@ export class JobSession extends EventEmitter<{
     }
     entry.source.stop();
     return entry.stream.end();
+  }
+
+  /**
+   * Stops one alias's source and closes its stream without end-of-stream,
+   * then forgets the alias, so that a new stream can continue it: the server
+   * appends a later connection's audio to an alias that has not ended.
+   * Audio still queued for the alias is dropped and counted.
+   */
+  async detachStream(alias: string): Promise<void> {
+    const entry = this.streams.get(alias);
+    if (entry === undefined) {
+      return;
+    }
+    entry.source.stop();
+    await entry.stream.sourceEnded();
+    entry.stream.connection.abort('stream replaced');
+    await entry.stream.connection.closed;
+    this.streams.delete(alias);
   }
 
   /** Stops every source and ends every alias's stream. */
@@ -206,9 +224,14 @@ export class JobSession extends EventEmitter<{
     };
   }
 
-  private onStreamClosed(alias: string, outcome: StreamOutcome): void {
+  private onStreamClosed(stream: AliasStream, outcome: StreamOutcome): void {
+    const alias = stream.alias;
     const entry = this.streams.get(alias);
-    entry?.source.stop();
+    if (entry?.stream !== stream) {
+      // A detached stream: its alias may already belong to a replacement.
+      return;
+    }
+    entry.source.stop();
     switch (outcome.action) {
       case 'done':
       case 'aborted':

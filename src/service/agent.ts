@@ -1,11 +1,29 @@
 import { systemClock, type Clock } from '../clock.ts';
-import type { AgentConfig, JobConfig, RtpSourceConfig, StreamConfig } from '../config/types.ts';
+import { loadConfig } from '../config/load-config.ts';
+import type { AgentConfig, JobConfig } from '../config/types.ts';
 import { AgentError, EXIT_CONFIG, JobsApiError, StreamClosedError } from '../errors.ts';
-import { JobSession, type JobSummary } from '../jobs/job-session.ts';
+import type { JobSummary } from '../jobs/job-session.ts';
 import { JobsClient } from '../jobs/jobs-client.ts';
 import type { Logger } from '../logger.ts';
-import { openSource } from '../sources/open-source.ts';
-import { RtpReceiver } from '../sources/rtp/rtp-receiver.ts';
+import { AgentMetrics } from './agent-metrics.ts';
+import type { AgentPhase, AgentSnapshot } from './agent-snapshot.ts';
+import { JobRunner } from './job-runner.ts';
+import { MetricsServer } from './metrics-server.ts';
+import { readBootId, recoverOrphanedJobs } from './orphan-recovery.ts';
+import { planReload, type ReloadPlan } from './reload-plan.ts';
+import { StateFile } from './state-file.ts';
+import { SystemdNotifier } from './systemd-notifier.ts';
+
+/*
+ * Phases of the agent:
+ *
+ *   starting --jobs created, streams started--> running <--SIGHUP--> reloading
+ *       |                                          |
+ *       +-------- error, signal or sources end ----+--> stopping --> stopped
+ *
+ * A reload requested while starting runs once the agent is running; one
+ * requested while stopping is ignored.
+ */
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -14,35 +32,53 @@ export interface AgentOptions {
   /** Where results go when `service.results_dir` is not set. */
   resultsOutput?: NodeJS.WritableStream;
   clock?: Clock;
+  /** Sends sd_notify messages; built from `process.env` when omitted. */
+  notifier?: SystemdNotifier;
 }
-
-type AgentPhase = 'starting' | 'running' | 'stopping' | 'stopped';
 
 /** Exit code for failures other than configuration: the service manager may restart the agent. */
 export const EXIT_FAILURE = 1;
 
 /**
  * The agent's main job: creates every configured job, streams every alias,
- * and on shutdown (or once every finite source has ended) ends the streams,
- * finalizes the jobs and writes their results.
+ * applies config reloads, and on shutdown (or once every finite source has
+ * ended) ends the streams, finalizes the jobs and writes their results.
+ * Around that it keeps the state file for crash recovery, serves metrics
+ * and tells systemd its state.
  */
 export class Agent {
   private readonly options: AgentOptions;
+  private config: AgentConfig;
   private readonly log: Logger;
   private readonly client: JobsClient;
-  private readonly sessions: JobSession[] = [];
-  private readonly rtpReceivers: RtpReceiver[] = [];
   private readonly clock: Clock;
+  private readonly notifier: SystemdNotifier;
+  private readonly runners = new Map<string, JobRunner>();
+  /** Runners of jobs removed or replaced by a reload, kept for the exit summary. */
+  private readonly retiredRunners: JobRunner[] = [];
+  /** Finalizations of removed or replaced jobs that run in the background. */
+  private readonly backgroundWork = new Set<Promise<void>>();
+  private readonly startedAtMs = Date.now();
   private phase: AgentPhase = 'starting';
   private readonly shutdownController = new AbortController();
   private readonly abortController = new AbortController();
   private fatalError: AgentError | undefined;
   private statsTimer: NodeJS.Timeout | undefined;
+  private metricsServer: MetricsServer | undefined;
+  private stateFile: StateFile | undefined;
+  private reloadChain: Promise<unknown> = Promise.resolve();
+  private reloadRequestedWhileStarting = false;
+  /** Count of applied reloads; waitForEnd looks again at the sources when it changes. */
+  private reloadGeneration = 0;
+  /** Wakes waitForEnd after an applied reload. */
+  private wakeWaitForEnd: (() => void) | undefined;
 
   constructor(options: AgentOptions) {
     this.options = options;
+    this.config = options.config;
     this.log = options.logger.child({ component: 'agent' });
     this.clock = options.clock ?? systemClock;
+    this.notifier = options.notifier ?? new SystemdNotifier({ logger: options.logger });
     const { api } = options.config;
     this.client = new JobsClient({
       baseUrl: api.base_url,
@@ -56,14 +92,22 @@ export class Agent {
 
   /** Runs until every finite source has ended or shutdown() is called; returns the exit code. */
   async run(): Promise<number> {
-    const { config } = this.options;
+    const { config } = this;
     this.log.info({ jobs: config.jobs.length, baseUrl: config.api.base_url, configFile: config.file }, 'agent starting');
+    this.notifier.startWatchdog();
+    this.notifier.status('creating jobs and starting streams');
     try {
+      await this.startMetricsServer();
+      await this.startRecovery();
       for (const job of config.jobs) {
-        await this.startJob(job);
+        await this.startRunner(job);
       }
       this.phase = 'running';
       this.startStatsTimer();
+      void this.notifyWhenReady();
+      if (this.reloadRequestedWhileStarting) {
+        void this.reload();
+      }
       await this.waitForEnd();
     } catch (error) {
       this.recordFailure(error);
@@ -86,150 +130,377 @@ export class Agent {
       return;
     }
     this.shutdown(reason);
-    const unfinished = this.sessions.map((session) => ({
-      job: session.name,
-      jobId: session.jobId,
-      aliases: session.unfinishedAliases(),
+    const unfinished = this.allRunners().map((runner) => ({
+      job: runner.name,
+      jobId: runner.jobId,
+      aliases: runner.session.unfinishedAliases(),
     }));
     this.log.warn({ reason, unfinished }, 'aborting; jobs are left unfinalized');
     this.abortController.abort(new Error(reason));
-    for (const receiver of this.rtpReceivers) {
-      void receiver.close();
+    for (const runner of this.allRunners()) {
+      runner.abort(reason);
     }
-    for (const session of this.sessions) {
-      session.abortStreams(reason);
+  }
+
+  /**
+   * Reloads the config: from `next`, or from the config file when omitted.
+   * Unchanged streams keep running untouched. An invalid config, or one
+   * whose changes cannot apply while running, is rejected with an error
+   * log and the running config stays. Resolves with whether it applied.
+   */
+  reload(next?: AgentConfig): Promise<boolean> {
+    if (this.phase === 'starting') {
+      this.reloadRequestedWhileStarting = true;
+      this.log.info('reload requested during start-up; it runs once every job has started');
+      return Promise.resolve(false);
     }
+    if (this.phase === 'stopping' || this.phase === 'stopped') {
+      this.log.warn({ phase: this.phase }, 'reload requested while stopping; ignored');
+      return Promise.resolve(false);
+    }
+    const result = this.reloadChain.then(() => this.applyReload(next));
+    this.reloadChain = result.catch(() => undefined);
+    return result;
   }
 
   get isStopping(): boolean {
     return this.phase === 'stopping' || this.phase === 'stopped';
   }
 
+  /** Address of the metrics endpoint, once it listens. */
+  get metricsAddress(): { address: string; port: number } | undefined {
+    return this.metricsServer?.address;
+  }
+
   summaries(): JobSummary[] {
-    return this.sessions.map((session) => session.summary());
+    return this.allRunners().map((runner) => runner.session.summary());
   }
 
-  private async startJob(job: JobConfig): Promise<void> {
-    const session = new JobSession({
-      job,
-      client: this.client,
-      logger: this.options.logger,
-      resultsDir: this.options.config.service.results_dir,
-      finalizeTimeoutMs: this.options.config.service.finalize_timeout_ms,
-      agentVersion: this.options.version,
-      clock: this.clock,
-      ...(this.options.resultsOutput === undefined ? {} : { resultsOutput: this.options.resultsOutput }),
-    });
-    session.on('fatal', (error) => this.onFatal(error));
-    this.sessions.push(session);
-
-    const declared = job.streams.flatMap((stream) =>
-      stream.alias === undefined ? [] : [{ alias: stream.alias, output: stream.output }],
-    );
-    await session.create(declared, this.shutdownController.signal);
-    for (const stream of job.streams) {
-      await this.startStream(session, stream);
-    }
+  snapshot(): AgentSnapshot {
+    const jobs = [...this.runners.values()].map((runner) => runner.snapshot());
+    const running = this.phase === 'running' || this.phase === 'reloading';
+    return {
+      version: this.options.version,
+      pid: process.pid,
+      phase: this.phase,
+      ready: running && jobs.every((job) => job.aliases.every((alias) => alias.ready)),
+      startedAt: new Date(this.startedAtMs).toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.startedAtMs) / 1000),
+      configFile: this.config.file,
+      jobs,
+    };
   }
 
-  private async startStream(session: JobSession, stream: StreamConfig): Promise<void> {
-    if (stream.source.type === 'rtp') {
-      await this.startRtpSource(session, stream, stream.source);
+  private allRunners(): JobRunner[] {
+    return [...this.retiredRunners, ...this.runners.values()];
+  }
+
+  private async startMetricsServer(): Promise<void> {
+    const listen = this.config.service.metrics_listen;
+    if (listen === undefined) {
       return;
     }
-    if (stream.alias === undefined) {
+    const metrics = new AgentMetrics(() => this.snapshot());
+    try {
+      this.metricsServer = await MetricsServer.start({
+        listen,
+        metrics,
+        takeSnapshot: () => this.snapshot(),
+        logger: this.options.logger,
+      });
+    } catch (error) {
       throw new AgentError(
-        'ERR_NOT_SUPPORTED',
-        `job ${session.name}: alias_template "${stream.alias_template}" needs the RTP demux, which this build does not include; set a fixed alias`,
+        'ERR_METRICS_LISTEN',
+        `cannot listen on service.metrics_listen ${listen}: ${(error as Error).message}; free the port or change the key`,
+        { cause: error },
       );
     }
-    const opened = await openSource(stream.source, {
-      logger: this.options.logger.child({ component: 'source', job: session.name, alias: stream.alias }),
-      clock: this.clock,
-    });
-    await session.addStream({
-      alias: stream.alias,
-      source: opened.source,
-      inputSampleRateHz: opened.sampleRateHz,
-      inputChannels: opened.channels,
-      ...(opened.channelSelection === undefined ? {} : { channelSelection: opened.channelSelection }),
-      output: stream.output,
-      delivery: stream.delivery,
-    });
   }
 
   /**
-   * Binds an RTP source. Its aliases start with their first packets, once
-   * the payload format is known: the one alias, or one per SSRC with
-   * `alias_template`.
+   * Reads the state file and finalizes, in the background, the jobs an
+   * earlier run left unfinalized. Streaming starts without waiting for it.
    */
-  private async startRtpSource(session: JobSession, stream: StreamConfig, source: RtpSourceConfig): Promise<void> {
-    const receiver = await RtpReceiver.start({
-      config: source,
-      ...(stream.alias === undefined ? { aliasTemplate: stream.alias_template } : { alias: stream.alias }),
-      host: {
-        openStream: async (request) => {
-          await session.addStream({
-            alias: request.alias,
-            source: request.source,
-            inputSampleRateHz: request.sampleRateHz,
-            inputChannels: request.channels,
-            output: stream.output,
-            delivery: stream.delivery,
-          });
-        },
-        endStream: async (alias) => {
-          await session.endStream(alias);
-        },
-      },
-      logger: this.options.logger.child({ component: 'rtp', job: session.name, listen: source.listen }),
+  private async startRecovery(): Promise<void> {
+    const { service, api } = this.config;
+    if (service.state_dir === undefined) {
+      return;
+    }
+    const stateFile = new StateFile(service.state_dir);
+    this.stateFile = stateFile;
+    let entries;
+    try {
+      entries = await stateFile.load();
+    } catch (error) {
+      this.log.error({ err: error, stateFile: stateFile.path }, 'state file unreadable; starting without orphan recovery');
+      return;
+    }
+    if (entries.length === 0) {
+      return;
+    }
+    this.track(
+      recoverOrphanedJobs({
+        stateFile,
+        entries,
+        client: this.client,
+        baseUrl: api.base_url,
+        finalize: service.finalize_orphaned_jobs,
+        finalizeTimeoutMs: service.finalize_timeout_ms,
+        resultsDir: service.results_dir,
+        logger: this.options.logger,
+        signal: this.abortController.signal,
+      }).then(() => undefined),
+    );
+  }
+
+  private createRunner(job: JobConfig): JobRunner {
+    const { service, api } = this.config;
+    return new JobRunner({
+      job,
+      client: this.client,
+      logger: this.options.logger,
       clock: this.clock,
-      statsIntervalMs: this.options.config.service.stats_interval_ms,
+      version: this.options.version,
+      resultsDir: service.results_dir,
+      finalizeTimeoutMs: service.finalize_timeout_ms,
+      statsIntervalMs: service.stats_interval_ms,
+      onFatal: (error) => this.onFatal(error),
+      onCreated: async (jobId) => {
+        await this.recordState(() =>
+          this.stateFile?.add({
+            job_id: jobId,
+            name: job.name,
+            base_url: api.base_url,
+            created_at: new Date().toISOString(),
+            pid: process.pid,
+            ...optionalBootId(),
+          }),
+        );
+      },
+      onFinalized: async (jobId) => {
+        await this.recordState(() => this.stateFile?.remove(jobId));
+      },
+      ...(this.options.resultsOutput === undefined ? {} : { resultsOutput: this.options.resultsOutput }),
     });
-    this.rtpReceivers.push(receiver);
+  }
+
+  /** Creates a job and starts its streams; the runner is registered first, so that shutdown finds it. */
+  private async startRunner(job: JobConfig): Promise<JobRunner> {
+    const runner = this.createRunner(job);
+    this.runners.set(job.name, runner);
+    await runner.start(this.shutdownController.signal);
+    return runner;
+  }
+
+  /** Runs a state file update; a failure is logged, because streaming matters more than recovery. */
+  private async recordState(update: () => Promise<void> | undefined): Promise<void> {
+    try {
+      await update();
+    } catch (error) {
+      this.log.error({ err: error }, 'updating the state file failed; a crash now would leave this job unrecovered');
+    }
+  }
+
+  /** Sends READY=1 once every stream is open or retrying; see isAliasReady. */
+  private async notifyWhenReady(): Promise<void> {
+    const signal = this.shutdownController.signal;
+    await new Promise<void>((resolve) => {
+      const unsubscribers: Array<() => void> = [];
+      const finish = (): void => {
+        for (const unsubscribe of unsubscribers) {
+          unsubscribe();
+        }
+        signal.removeEventListener('abort', finish);
+        resolve();
+      };
+      const check = (): void => {
+        if (this.snapshot().ready) {
+          finish();
+        }
+      };
+      for (const runner of this.runners.values()) {
+        unsubscribers.push(runner.onStreamStateChange(check));
+      }
+      signal.addEventListener('abort', finish, { once: true });
+      check();
+    });
+    if (signal.aborted) {
+      return;
+    }
+    const aliases = [...this.runners.values()].reduce((sum, runner) => sum + runner.session.aliases.length, 0);
+    this.notifier.ready(`streaming ${aliases} aliases in ${this.runners.size} jobs`);
+    this.log.info({ jobs: this.runners.size, aliases }, 'agent ready');
+  }
+
+  private async applyReload(next: AgentConfig | undefined): Promise<boolean> {
+    if (this.isStopping) {
+      return false;
+    }
+    const file = this.config.file;
+    this.phase = 'reloading';
+    this.notifier.reloading();
+    this.log.info({ configFile: file }, 'reloading config');
+    try {
+      let loaded: AgentConfig;
+      try {
+        if (next === undefined && file === undefined) {
+          throw new AgentError('ERR_CONFIG_INVALID', 'the running config came from no file, so there is nothing to reload');
+        }
+        loaded = next ?? (await loadConfig(file as string));
+      } catch (error) {
+        this.log.error({ err: error, configFile: file }, 'config reload rejected; the running config stays');
+        return false;
+      }
+      const plan = planReload(this.config, loaded, {
+        usedAliases: (name) => new Set(this.runners.get(name)?.session.aliases ?? []),
+      });
+      if (plan.problems.length > 0) {
+        this.log.error({ configFile: file, problems: plan.problems }, 'config reload rejected; the running config stays');
+        return false;
+      }
+      if (plan.needsRestart.length > 0) {
+        this.log.warn({ keys: plan.needsRestart }, 'changed settings take effect only after a restart; their running values stay');
+      }
+      // Settings bound at start-up keep their running values.
+      this.config = {
+        ...loaded,
+        api: this.config.api,
+        service: {
+          ...loaded.service,
+          metrics_listen: this.config.service.metrics_listen,
+          state_dir: this.config.service.state_dir,
+          log_level: this.config.service.log_level,
+        },
+      };
+      await this.applyPlan(plan);
+      this.log.info(
+        { configFile: file, changes: plan.jobs.map((change) => `${change.action} ${change.name}`) },
+        plan.jobs.length === 0 ? 'config reloaded; no job or stream changed' : 'config reloaded',
+      );
+      this.reloadGeneration += 1;
+      this.wakeWaitForEnd?.();
+      return true;
+    } finally {
+      if (this.phase === 'reloading') {
+        this.phase = 'running';
+        this.notifier.ready('running');
+      }
+    }
+  }
+
+  private async applyPlan(plan: ReloadPlan): Promise<void> {
+    for (const change of plan.jobs) {
+      switch (change.action) {
+        case 'remove':
+          await this.retireRunner(change.name);
+          break;
+        case 'replace':
+          await this.retireRunner(change.name);
+          await this.startRunnerAfterReload(change.config);
+          break;
+        case 'add':
+          await this.startRunnerAfterReload(change.config);
+          break;
+        case 'update':
+          await this.runners.get(change.name)?.applyStreamChanges(change.config, change.streams);
+          break;
+      }
+    }
+  }
+
+  /** Ends a job's streams now and finalizes it in the background. */
+  private async retireRunner(name: string): Promise<void> {
+    const runner = this.runners.get(name);
+    if (runner === undefined) {
+      return;
+    }
+    this.runners.delete(name);
+    this.retiredRunners.push(runner);
+    this.log.info({ job: name, jobId: runner.jobId }, 'job removed by reload; ending its streams and finalizing it');
+    await runner.endStreams();
+    this.track(this.finalizeRunner(runner, this.abortController.signal));
+  }
+
+  private async startRunnerAfterReload(job: JobConfig): Promise<void> {
+    try {
+      const runner = await this.startRunner(job);
+      this.log.info({ job: job.name, jobId: runner.jobId }, 'job added by reload');
+    } catch (error) {
+      this.log.error({ err: error, job: job.name }, 'starting a job added by reload failed');
+    }
+  }
+
+  private track(work: Promise<void>): void {
+    this.backgroundWork.add(work);
+    void work.finally(() => this.backgroundWork.delete(work));
+  }
+
+  private async finalizeRunner(runner: JobRunner, signal: AbortSignal): Promise<void> {
+    try {
+      await runner.finalize(signal);
+    } catch (error) {
+      if (signal.aborted) {
+        return;
+      }
+      this.log.error({ err: error, job: runner.name, jobId: runner.jobId }, 'finalizing the job failed');
+      this.recordFailure(error);
+    }
   }
 
   /** Resolves on shutdown, on a fatal error, or once every source has ended on its own. */
   private async waitForEnd(): Promise<void> {
-    const shutdownRequested = new Promise<void>((resolve) => {
-      this.shutdownController.signal.addEventListener('abort', () => resolve(), { once: true });
+    const shutdownRequested = new Promise<'shutdown'>((resolve) => {
+      this.shutdownController.signal.addEventListener('abort', () => resolve('shutdown'), { once: true });
     });
-    // An RTP receiver ends only when its socket fails; until then it may open more aliases.
-    const sourcesEnded = Promise.all([
-      ...this.sessions.map((session) => session.sourcesEnded()),
-      ...this.rtpReceivers.map((receiver) => receiver.closed),
-    ]).then(() => {
-      this.log.info('every source has ended');
-    });
-    await Promise.race([shutdownRequested, sourcesEnded]);
+    for (;;) {
+      const generation = this.reloadGeneration;
+      // An RTP receiver ends only when its socket fails; until then it may open more aliases.
+      const sourcesEnded = Promise.all([...this.runners.values()].map((runner) => runner.sourcesEnded())).then(
+        () => 'ended' as const,
+      );
+      const reloaded = new Promise<'reloaded'>((resolve) => {
+        this.wakeWaitForEnd = () => resolve('reloaded');
+      });
+      const event = await Promise.race([shutdownRequested, sourcesEnded, reloaded]);
+      if (event === 'shutdown') {
+        return;
+      }
+      if (event === 'ended') {
+        // A reload in progress may add streams; the sources count as ended only when none did.
+        await this.reloadChain;
+        if (generation === this.reloadGeneration && !this.shutdownController.signal.aborted) {
+          this.log.info('every source has ended');
+          return;
+        }
+      }
+    }
   }
 
   /** Ends streams and finalizes jobs within `shutdown_timeout_ms`; returns the exit code. */
   private async stop(): Promise<number> {
     this.phase = 'stopping';
+    this.notifier.stopping();
     this.stopStatsTimer();
-    const { shutdown_timeout_ms: shutdownTimeoutMs } = this.options.config.service;
+    const { shutdown_timeout_ms: shutdownTimeoutMs } = this.config.service;
     const deadline = AbortSignal.timeout(shutdownTimeoutMs);
     const signal = AbortSignal.any([deadline, this.abortController.signal]);
 
-    const work = Promise.all(
-      this.sessions.map(async (session) => {
-        try {
-          // Closed first, so that no packet opens an alias while the streams end.
-          await Promise.all(this.rtpReceivers.map((receiver) => receiver.close()));
-          await session.endStreams();
+    const work = (async () => {
+      await this.reloadChain;
+      await Promise.all([
+        ...[...this.runners.values()].map(async (runner) => {
+          try {
+            await runner.endStreams();
+          } catch (error) {
+            this.log.error({ err: error, job: runner.name, jobId: runner.jobId }, 'ending the streams failed');
+          }
           // Finalizing is tried even after a credential failure: a quota
           // refusal on one stream still lets the job finalize and report.
-          await session.finalize(signal);
-        } catch (error) {
-          if (signal.aborted) {
-            return;
-          }
-          this.log.error({ err: error, job: session.name, jobId: session.jobId }, 'finalizing the job failed');
-          this.recordFailure(error);
-        }
-      }),
-    );
+          await this.finalizeRunner(runner, signal);
+        }),
+        ...this.backgroundWork,
+      ]);
+    })();
     const aborted = new Promise<'aborted'>((resolve) => {
       if (signal.aborted) {
         resolve('aborted');
@@ -244,6 +515,8 @@ export class Agent {
       }
       this.recordFailure(new AgentError('ERR_SHUTDOWN', 'shutdown was cut short; some jobs are not finalized'));
     }
+    await this.metricsServer?.close();
+    this.notifier.close();
     this.phase = 'stopped';
     const code = this.exitCode();
     this.log.info({ exitCode: code, jobs: this.summaries() }, 'agent stopped');
@@ -288,17 +561,16 @@ export class Agent {
   }
 
   private startStatsTimer(): void {
-    const intervalMs = this.options.config.service.stats_interval_ms;
     const tick = (): void => {
-      for (const session of this.sessions) {
-        for (const summary of session.summary().aliases) {
-          this.log.info({ job: session.name, jobId: session.jobId, ...summary }, 'stream stats');
+      for (const runner of this.runners.values()) {
+        for (const summary of runner.session.summary().aliases) {
+          this.log.info({ job: runner.name, jobId: runner.jobId, ...summary }, 'stream stats');
         }
       }
-      this.statsTimer = this.clock.setTimeout(tick, intervalMs);
+      this.statsTimer = this.clock.setTimeout(tick, this.config.service.stats_interval_ms);
       this.statsTimer.unref();
     };
-    this.statsTimer = this.clock.setTimeout(tick, intervalMs);
+    this.statsTimer = this.clock.setTimeout(tick, this.config.service.stats_interval_ms);
     this.statsTimer.unref();
   }
 
@@ -308,4 +580,9 @@ export class Agent {
       this.statsTimer = undefined;
     }
   }
+}
+
+function optionalBootId(): { boot_id?: string } {
+  const bootId = readBootId();
+  return bootId === undefined ? {} : { boot_id: bootId };
 }
