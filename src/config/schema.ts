@@ -135,7 +135,9 @@ const deviceSourceSchema = z.strictObject({
     .array(z.number().int().min(1))
     .min(1)
     .optional()
-    .describe('Device channels (1-based) this stream takes; several are downmixed. All channels when omitted.'),
+    .describe(
+      'Device channels (1-based) this stream takes; several are downmixed. When omitted: every channel of a device with up to 8, the first 2 of an ALSA plugin device that reports more.',
+    ),
   sample_rate: z.number().int().positive().optional().describe('Capture rate in Hz; the device default when omitted.'),
 });
 
