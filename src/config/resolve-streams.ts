@@ -232,6 +232,17 @@ export function checkResolvedJobs(raw: RawConfig, jobs: readonly JobConfig[]): R
     job.streams.forEach((stream, streamIndex) => {
       problems.push(...checkStream(raw, jobIndex, streamIndex, stream));
 
+      if (stream.source.type === 'device' && raw.service.results_dir === undefined) {
+        // naudiodon's native code prints status lines to standard output
+        // when it opens and closes a device, which would corrupt results there.
+        problems.push({
+          keyPath: ['jobs', jobIndex, 'streams', streamIndex, 'source', 'type'],
+          message:
+            'a device source needs service.results_dir, because the sound library prints to standard output, ' +
+            'where results would otherwise go; set service.results_dir: /var/lib/modulate-agent/results',
+        });
+      }
+
       if (stream.source.type !== 'rtp') {
         return;
       }

@@ -284,6 +284,25 @@ describe('config defaults merge', () => {
     assert.match(error.message, /duplicate job name "lobby" \(already used by jobs\[0\]\)/);
   });
 
+  it('rejects device source without results_dir', async () => {
+    const device = '      - alias: desk\n        source:\n          type: device\n          device: default\n';
+    const error = await expectProblems(`${VALID}${device}`);
+
+    assert.equal(error.problems.length, 1);
+    assert.equal(error.problems[0]?.keyPath, 'jobs[0].streams[1].source.type');
+    assert.match(error.message, /a device source needs service\.results_dir/);
+  });
+
+  it('accepts device source with results_dir', async () => {
+    const device = '      - alias: desk\n        source:\n          type: device\n          device: default\n';
+    const config = await parseConfigText(`${VALID}${device}service:\n  results_dir: /tmp/results\n`, {
+      file: 'agent.yaml',
+      env: {},
+    });
+
+    assert.equal(config.jobs[0]?.streams[1]?.source.type, 'device');
+  });
+
   it('rejects clashing rtp listen ports', async () => {
     const rtp = (alias: string, listen: string): string =>
       `      - alias_template: "${alias}-{ssrc}"\n        source:\n          type: rtp\n          listen: "${listen}"\n`;
