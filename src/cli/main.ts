@@ -7,6 +7,7 @@ import { runEmulatorCommand } from '../emulator/emulator-command.ts';
 import { EXIT_FAILURE } from '../service/agent.ts';
 import { runDemoCommand } from './demo-command.ts';
 import { runDevicesCommand } from './devices-command.ts';
+import { jobsCommand, statusCommand, submitCommand } from './operator-commands.ts';
 import { runRunCommand } from './run-command.ts';
 import { AGENT_VERSION } from './version.ts';
 
@@ -105,6 +106,9 @@ await yargs(hideBin(process.argv))
       finish(await runDevicesCommand({ json: argv.json }, process.stdout));
     },
   )
+  .command(statusCommand)
+  .command(jobsCommand)
+  .command(submitCommand)
   .demandCommand(1, 'Name a command; see --help')
   .strict()
   .fail((message, error) => {
