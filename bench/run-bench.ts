@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
+import { BenchChild } from './lib/bench-child.ts';
 import { runBench } from './lib/bench-runner.ts';
 import { SUBJECTS } from './lib/subjects.ts';
 
@@ -39,10 +40,15 @@ const argv = await yargs(hideBin(process.argv))
   .option('extend-max', { type: 'number', default: 5000, describe: 'Highest stream count the extension measures' })
   .option('audio', { type: 'string', default: DEFAULT_AUDIO, describe: 'Speech recording the generator loops (any format ffmpeg reads)' })
   .option('cpu-profile', { type: 'boolean', default: false, describe: 'Write a V8 CPU profile of each subject into its run folder' })
+  .option('subject-node-options', {
+    type: 'string',
+    default: '',
+    describe: 'More options for the Node of the subject, space-separated, such as "--trace-gc"',
+  })
   .option('soak', {
     type: 'boolean',
     default: false,
-    describe: 'Long run for RSS drift: defaults to --streams 200 --seconds 600 --runs 1 --subjects agent --rss-sample-ms 5000',
+    describe: 'Long run for RSS drift: defaults to --streams 200 --seconds 600 --runs 1 --subjects agent-mulaw --rss-sample-ms 5000',
   })
   .strict()
   .help()
@@ -58,6 +64,14 @@ if (streams.some((count) => !Number.isInteger(count) || count < 1)) {
   process.stderr.write(`invalid --streams ${argv.streams}; use positive whole numbers separated by commas, such as 100,500,1000\n`);
   process.exit(64);
 }
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`${signal}: stopping the benchmark processes; report.json keeps the finished measurements\n`);
+    BenchChild.killAll();
+    process.exit(130);
+  });
+}
+
 const outDir = argv.out ?? join(REPO_ROOT, 'bench', 'results', new Date().toISOString().replaceAll(':', '-').replace(/\..+$/, ''));
 
 try {
@@ -67,7 +81,7 @@ try {
     streams,
     windowSeconds: soakDefault('seconds', argv.seconds, 600),
     runs: soakDefault('runs', argv.runs, 1),
-    subjects: soakDefault('subjects', argv.subjects, 'agent')
+    subjects: soakDefault('subjects', argv.subjects, 'agent-mulaw')
       .split(',')
       .map((name) => name.trim()),
     rampPerSecond: argv['ramp-per-second'],
@@ -80,6 +94,7 @@ try {
     extendMax: argv['extend-max'],
     audioFile: argv.audio,
     cpuProfile: argv['cpu-profile'],
+    subjectNodeOptions: argv['subject-node-options'].split(' ').filter((option) => option !== ''),
     command: `run-bench ${hideBin(process.argv).join(' ')}`.trim(),
     log: (line) => process.stderr.write(`${line}\n`),
   });

@@ -28,6 +28,9 @@ export interface ChildExit {
 }
 
 export class BenchChild {
+  /** Processes started and not yet exited, so that an interrupted runner can end them. */
+  private static readonly live = new Set<BenchChild>();
+
   readonly name: string;
   readonly pid: number;
   readonly exited: Promise<ChildExit>;
@@ -53,9 +56,11 @@ export class BenchChild {
     this.child.stderr!.pipe(this.log, { end: false });
     const lines = createInterface({ input: this.child.stdout!, crlfDelay: Infinity });
     lines.on('line', (line) => this.onLine(line));
+    BenchChild.live.add(this);
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.exit = { code, signal };
+        BenchChild.live.delete(this);
         // Let the last output reach the log before it is closed.
         setImmediate(() => this.log.end());
         resolve(this.exit);
@@ -65,6 +70,13 @@ export class BenchChild {
 
   static start(options: BenchChildOptions): BenchChild {
     return new BenchChild(options);
+  }
+
+  /** Kills every process started here that is still running, for a runner that is interrupted. */
+  static killAll(): void {
+    for (const child of BenchChild.live) {
+      child.child.kill('SIGKILL');
+    }
   }
 
   get running(): boolean {

@@ -49,6 +49,9 @@ export interface SummaryRow {
   /** Late frames summed over runs. */
   late: number;
   generatorPercent: number;
+  /** Time the subject's main thread waited for a CPU held by another process, in % of the window. */
+  subjectWaitPercent: number;
+  generatorWaitPercent: number;
   /** Worst generator tick lag of any run, in ms. */
   tickLagMaxMs: number;
   tickLagP99Ms: number;
@@ -117,6 +120,8 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       p99OverBaselineMs: baselineName === undefined || p99Differences.length === 0 ? undefined : round(median(p99Differences), 2),
       late: ok.reduce((sum, entry) => sum + entry.latency.late, 0),
       generatorPercent: medianOf((entry) => entry.cpu.generatorPercent),
+      subjectWaitPercent: medianOf((entry) => entry.cpu.subjectRunQueueWaitPercent),
+      generatorWaitPercent: medianOf((entry) => entry.cpu.generatorRunQueueWaitPercent),
       tickLagMaxMs: round(Math.max(...ok.map((entry) => entry.load.tickLagMaxMs)), 2),
       tickLagP99Ms: medianOf((entry) => entry.load.tickLagP99Ms, 2),
       sinkPercent: medianOf((entry) => entry.cpu.sinkPercent),
@@ -193,11 +198,13 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('');
   lines.push('## Load health (generator and sink must not be the bottleneck)');
   lines.push('');
-  lines.push('| subject | streams | generator CPU % | tick lag p99 / max, ms | sink CPU % | UDP drops | shutdown, ms | problems |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---|');
+  lines.push(
+    '| subject | streams | subject waited for CPU, % | generator CPU % | generator waited, % | tick lag p99 / max, ms | sink CPU % | UDP drops | shutdown, ms | problems |',
+  );
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const row of summary) {
     lines.push(
-      `| ${row.subject} | ${row.streams} | ${formatNumber(row.generatorPercent)} | ${formatNumber(row.tickLagP99Ms)} / ${formatNumber(row.tickLagMaxMs)} | ${formatNumber(row.sinkPercent)} | ${row.udpDrops} | ${formatNumber(row.shutdownMs)} | ${row.problems.join('; ') || 'none'} |`,
+      `| ${row.subject} | ${row.streams} | ${formatNumber(row.subjectWaitPercent)} | ${formatNumber(row.generatorPercent)} | ${formatNumber(row.generatorWaitPercent)} | ${formatNumber(row.tickLagP99Ms)} / ${formatNumber(row.tickLagMaxMs)} | ${formatNumber(row.sinkPercent)} | ${row.udpDrops} | ${formatNumber(row.shutdownMs)} | ${row.problems.join('; ') || 'none'} |`,
     );
   }
   lines.push('');

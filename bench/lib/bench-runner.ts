@@ -38,6 +38,8 @@ export interface BenchOptions {
   /** Audio file looped by the generator, converted to 8 kHz mu-law by ffmpeg. */
   audioFile: string;
   cpuProfile: boolean;
+  /** More options for the subject's Node, such as --trace-gc. */
+  subjectNodeOptions: string[];
   /** The command line, recorded in the report. */
   command: string;
   log: (line: string) => void;
@@ -89,6 +91,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           rssSampleMs: options.rssSampleMs,
           pinning,
           cpuProfile: options.cpuProfile,
+          subjectNodeOptions: options.subjectNodeOptions,
         });
         options.log(describeMeasurement(measurement));
         point.push(measurement);
@@ -140,11 +143,11 @@ function describeMeasurement(entry: Measurement): string {
     return `  failed: ${entry.error}`;
   }
   return (
-    `  cpu ${entry.cpu.subjectPercent}% (${entry.cpu.subjectMicrosPerStreamSecond} µs/stream-s), ` +
+    `  cpu ${entry.cpu.subjectPercent}% (${entry.cpu.subjectMicrosPerStreamSecond} µs/stream-s, waited for CPU ${entry.cpu.subjectRunQueueWaitPercent}%), ` +
     `rss ${Math.round(entry.memory.steadyRssKiB / 1024)} MiB (${entry.memory.perStreamKiB} KiB/stream), ` +
     `latency p50 ${entry.latency.p50Ms} p99 ${entry.latency.p99Ms} max ${entry.latency.maxMs} ms, ` +
     `late ${entry.latency.late}, frames ${entry.latency.frames}/${entry.latency.expectedFrames}, ` +
-    `generator ${entry.cpu.generatorPercent}% lag max ${entry.load.tickLagMaxMs} ms, sink ${entry.cpu.sinkPercent}%, ` +
+    `generator ${entry.cpu.generatorPercent}% (waited ${entry.cpu.generatorRunQueueWaitPercent}%) lag max ${entry.load.tickLagMaxMs} ms, sink ${entry.cpu.sinkPercent}%, ` +
     `udp drops ${entry.load.udpDrops}, exit ${entry.shutdown.exitCode} after ${entry.shutdown.durationMs} ms`
   );
 }

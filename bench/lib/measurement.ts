@@ -17,7 +17,7 @@ import { BenchChild } from './bench-child.ts';
 import { analyseLatency, type LatencySummary } from './latency-analysis.ts';
 import { readLoadLog } from './load-log.ts';
 import { delay, delayUntil, monotonicMs } from './monotonic-time.ts';
-import { readCpuSeconds, readMemory, readUdpDrops } from './proc-stats.ts';
+import { readCpuSeconds, readMemory, readRunQueueWaitSeconds, readUdpDrops } from './proc-stats.ts';
 import { linearSlope, median, round } from './statistics.ts';
 import { ALIAS_PREFIX, subjectNodeArgs, type SubjectSpec } from './subjects.ts';
 
@@ -35,6 +35,8 @@ export interface MeasurementSettings {
   /** CPUs for the subject and for the load (generator and sink), in taskset syntax; unpinned when undefined. */
   pinning: { subject: string; load: string } | undefined;
   cpuProfile: boolean;
+  /** More options for the subject's Node, such as --trace-gc. */
+  subjectNodeOptions: string[];
 }
 
 export interface Measurement {
@@ -51,6 +53,9 @@ export interface Measurement {
     subjectMicrosPerStreamSecond: number;
     generatorPercent: number;
     sinkPercent: number;
+    /** Time the subject's main thread waited for a CPU held by another process, in % of the window. */
+    subjectRunQueueWaitPercent: number;
+    generatorRunQueueWaitPercent: number;
   };
   memory: {
     /** RSS once the subject is up and before any packet, in KiB. */
@@ -102,6 +107,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
       streams,
       runDir,
       cpuProfileDir: settings.cpuProfile ? join(runDir, 'cpu-profile') : undefined,
+      nodeOptions: settings.subjectNodeOptions,
     });
     const subject = start(spec.kind, subjectArgs, pinning?.subject);
     await sink.waitForEvent('job_created', STARTUP_TIMEOUT_MS);
@@ -139,6 +145,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
 
     await delayUntil(windowStartMs);
     const cpuBefore = readCpu([subject, generator, sink]);
+    const waitBefore = [subject, generator].map((child) => readRunQueueWaitSeconds(child.pid) ?? Number.NaN);
     const dropsBefore = readUdpDrops(udpPort) ?? 0;
     const samples: Array<[number, number]> = [];
     for (let nowMs = monotonicMs(); nowMs < windowEndMs; nowMs = monotonicMs()) {
@@ -150,6 +157,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
       await delay(Math.min(settings.rssSampleMs, windowEndMs - nowMs));
     }
     const cpuAfter = readCpu([subject, generator, sink]);
+    const waitAfter = [subject, generator].map((child) => readRunQueueWaitSeconds(child.pid) ?? Number.NaN);
     const actualWindowSeconds = (monotonicMs() - windowStartMs) / 1000;
     result.load.udpDrops = (readUdpDrops(udpPort) ?? dropsBefore) - dropsBefore;
     const [subjectCpu, generatorCpu, sinkCpu] = cpuAfter.map((after, index) => (after - cpuBefore[index]!) / actualWindowSeconds);
@@ -158,6 +166,8 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
       subjectMicrosPerStreamSecond: round((subjectCpu! * 1e6) / streams, 1),
       generatorPercent: round(generatorCpu! * 100, 1),
       sinkPercent: round(sinkCpu! * 100, 1),
+      subjectRunQueueWaitPercent: round(((waitAfter[0]! - waitBefore[0]!) / actualWindowSeconds) * 100, 1),
+      generatorRunQueueWaitPercent: round(((waitAfter[1]! - waitBefore[1]!) / actualWindowSeconds) * 100, 1),
     };
     result.memory.series = samples;
     result.memory.steadyRssKiB = median(samples.map(([, rssKiB]) => rssKiB));
@@ -236,7 +246,14 @@ function emptyMeasurement(subject: string, streams: number, run: number, windowS
     streams,
     run,
     windowSeconds,
-    cpu: { subjectPercent: Number.NaN, subjectMicrosPerStreamSecond: Number.NaN, generatorPercent: Number.NaN, sinkPercent: Number.NaN },
+    cpu: {
+      subjectPercent: Number.NaN,
+      subjectMicrosPerStreamSecond: Number.NaN,
+      generatorPercent: Number.NaN,
+      sinkPercent: Number.NaN,
+      subjectRunQueueWaitPercent: Number.NaN,
+      generatorRunQueueWaitPercent: Number.NaN,
+    },
     memory: {
       idleRssKiB: Number.NaN,
       steadyRssKiB: Number.NaN,

@@ -35,6 +35,20 @@ export function readCpuSeconds(pid: number): number | undefined {
   return (utimeTicks + stimeTicks) / CLOCK_TICKS_PER_SECOND;
 }
 
+/**
+ * Time the main thread of a process has waited for a CPU while runnable, in
+ * seconds (the second field of /proc/PID/schedstat). It grows when other
+ * processes compete for the CPU, which is the noise of a shared machine.
+ */
+export function readRunQueueWaitSeconds(pid: number): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(' ');
+    return Number(fields[1]) / 1e9;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface MemoryReading {
   /** Resident set size now, in KiB (VmRSS). */
   rssKiB: number;

@@ -74,11 +74,16 @@ export interface SubjectLaunch {
   runDir: string;
   /** Folder for a V8 CPU profile of the subject; none when undefined. */
   cpuProfileDir: string | undefined;
+  /** More options for the subject's Node, such as --trace-gc. */
+  nodeOptions: string[];
 }
 
 /** Arguments after the Node executable that start the subject; writes the agent's config into `runDir`. */
 export async function subjectNodeArgs(spec: SubjectSpec, launch: SubjectLaunch): Promise<string[]> {
-  const profile = launch.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', launch.cpuProfileDir];
+  const profile = [
+    ...(launch.cpuProfileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', launch.cpuProfileDir]),
+    ...launch.nodeOptions,
+  ];
   if (spec.kind === 'relay') {
     return [
       ...profile,
