@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # System tools the tests use as independent peers. Tests fail, not skip,
 # when one of them is missing. build-essential and python3 build naudiodon
 # during npm ci; libasound2 is the ALSA library its PortAudio loads, whose
-# file plugin provides the test sound devices.
-packages=(ffmpeg build-essential python3 libasound2)
+# file plugin provides the test sound devices. systemd provides
+# systemd-analyze, which checks the unit files in systemd/.
+packages=(ffmpeg build-essential python3 libasound2 systemd)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

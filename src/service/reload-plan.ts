@@ -59,6 +59,10 @@ export function planReload(current: AgentConfig, next: AgentConfig, running: Run
   if (current.service.state_dir !== next.service.state_dir) {
     plan.needsRestart.push('service.state_dir');
   }
+  // Child loggers copy their level when they are created, so a new level would reach new streams only.
+  if (current.service.log_level !== next.service.log_level) {
+    plan.needsRestart.push('service.log_level');
+  }
 
   const nextByName = new Map(next.jobs.map((job) => [job.name, job]));
   for (const job of current.jobs) {
