@@ -59,6 +59,7 @@ export class G722Decoder {
   private readonly pending: PendingDecode[] = [];
   private pendingInputBytes = 0;
   private failure: Error | undefined;
+  private inputEnded = false;
   private readonly exited: Promise<void>;
   private stderrTail = '';
 
@@ -72,6 +73,9 @@ export class G722Decoder {
         cause: error,
       });
     }
+    // prism-media re-emits errors of ffmpeg's pipes on the wrapper; the
+    // exit handler below reports the failure that matters.
+    this.ffmpeg.on('error', () => {});
     const child = this.ffmpeg.process;
     child.stdout?.on('data', (data: Buffer) => this.onOutput(data));
     child.stderr?.on('data', (data: Buffer) => {
@@ -98,6 +102,9 @@ export class G722Decoder {
     if (this.failure !== undefined) {
       return Promise.reject(this.failure);
     }
+    if (this.inputEnded) {
+      return Promise.reject(new SourceError('G.722 decoder is closed; payload dropped'));
+    }
     if (payload.length === 0) {
       return Promise.resolve(new Float32Array(0));
     }
@@ -119,6 +126,7 @@ export class G722Decoder {
 
   /** Ends ffmpeg's input, lets it decode what it holds, and waits for it to exit. */
   async close(): Promise<void> {
+    this.inputEnded = true;
     this.ffmpeg.process.stdin?.end();
     const timer = setTimeout(() => this.ffmpeg.process.kill('SIGKILL'), 5000);
     await this.exited;

@@ -117,7 +117,10 @@ export function rtpConfig(overrides: Partial<RtpSourceConfig> = {}): RtpSourceCo
 
 export interface CollectedStream {
   request: RtpStreamRequest;
+  /** Blocks read, when the host retains this alias's blocks. */
   blocks: PcmBlock[];
+  /** Samples read, retained or not. */
+  samples: number;
   ended: Promise<void>;
   endRequested: boolean;
 }
@@ -128,15 +131,26 @@ export class CollectingHost implements RtpStreamHost {
   private readonly waiters: Array<{ alias: string; resolve: (stream: CollectedStream) => void }> = [];
   /** When set, openStream rejects with this error. */
   refuseWith: Error | undefined;
+  private readonly retain: (alias: string) => boolean;
+
+  /** `retain` picks the aliases whose blocks are kept; the others are only counted. */
+  constructor(options: { retain?: (alias: string) => boolean } = {}) {
+    this.retain = options.retain ?? (() => true);
+  }
 
   async openStream(request: RtpStreamRequest): Promise<void> {
     if (this.refuseWith !== undefined) {
       throw this.refuseWith;
     }
-    const blocks: PcmBlock[] = [];
-    request.source.readable.on('data', (block: PcmBlock) => blocks.push(block));
+    const retain = this.retain(request.alias);
     const ended = once(request.source.readable, 'end').then(() => undefined);
-    const stream: CollectedStream = { request, blocks, ended, endRequested: false };
+    const stream: CollectedStream = { request, blocks: [], samples: 0, ended, endRequested: false };
+    request.source.readable.on('data', (block: PcmBlock) => {
+      stream.samples += block.samples.length;
+      if (retain) {
+        stream.blocks.push(block);
+      }
+    });
     this.streams.set(request.alias, stream);
     for (const waiter of this.waiters.filter((candidate) => candidate.alias === request.alias)) {
       waiter.resolve(stream);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
+import { createSocket } from 'node:dgram';
 import { after, before, describe, it } from 'node:test';
 
 import { Emulator } from '../../src/emulator/emulator.ts';
@@ -21,6 +22,7 @@ import {
   writeConfig,
   type CliRun,
 } from '../helpers/tools.ts';
+import { buildRtpPacket } from '../helpers/rtp-test-kit.ts';
 
 interface CodecCase {
   alias: string;
@@ -74,12 +76,29 @@ const CODECS: CodecCase[] = [
   },
 ];
 
+/**
+ * Streams that get every G.711 code from a crafted sender, to show which
+ * codes survive decoding to float and encoding again.
+ */
+const ALL_CODES: Array<{ alias: string; payloadType: number; format: 'mulaw' | 'alaw' }> = [
+  { alias: 'mulaw-codes', payloadType: 0, format: 'mulaw' },
+  { alias: 'alaw-codes', payloadType: 8, format: 'alaw' },
+];
+const ALL_CODES_PACKETS = 20;
+
 function configYaml(baseUrl: string, resultsDir: string): string {
+  const codeStreams = ALL_CODES.map(
+    (stream) => `      - alias: ${stream.alias}
+        source: {type: rtp, listen: "127.0.0.1:0"}
+        output: {format: ${stream.format}, sample_rate_hz: 8000}`,
+  );
   const streams = CODECS.map(
     (codec) => `      - alias: ${codec.alias}
         source: {type: rtp, listen: "127.0.0.1:0", payload_types: ${codec.payloadTypes}, receive_buffer_bytes: 1048576}
         output: ${codec.output}`,
-  ).join('\n');
+  )
+    .concat(codeStreams)
+    .join('\n');
   return `api:
   base_url: ${baseUrl}
   account_id: emulator
@@ -113,6 +132,22 @@ async function listeningPorts(run: CliRun, aliases: string[]): Promise<Map<strin
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Every byte value from 0 to 255, once. */
+const EVERY_CODE = Buffer.from(Array.from({ length: 256 }, (_, code) => code));
+
+/** Sends packets of all 256 codes, 32 ms each, to `port`. */
+async function sendEveryCode(port: number, payloadType: number): Promise<void> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  for (let index = 0; index < ALL_CODES_PACKETS; index++) {
+    const datagram = buildRtpPacket({ payloadType, sequenceNumber: index, timestamp: index * 256, payload: EVERY_CODE });
+    await new Promise<void>((resolve, reject) =>
+      socket.send(datagram, port, '127.0.0.1', (error) => (error ? reject(error) : resolve())),
+    );
+  }
+  socket.close();
 }
 
 /** Sends the recording as RTP to `port`, at 4 times real time so the loopback socket keeps up. */
@@ -184,9 +219,12 @@ describe('rtp codecs from ffmpeg', () => {
     run = startCli(['run', '--config', config], { TEST_API_KEY: emulator.apiKey });
     const ports = await listeningPorts(
       run,
-      CODECS.map((codec) => codec.alias),
+      [...CODECS, ...ALL_CODES].map((stream) => stream.alias),
     );
-    await Promise.all(CODECS.map((codec) => sendRtp(ports.get(codec.alias)!, codec.encodeArgs)));
+    await Promise.all([
+      ...CODECS.map((codec) => sendRtp(ports.get(codec.alias)!, codec.encodeArgs)),
+      ...ALL_CODES.map((stream) => sendEveryCode(ports.get(stream.alias)!, stream.payloadType)),
+    ]);
 
     const created = emulator.events.find((event) => event.type === 'job_created');
     assert.ok(created?.jobId, 'no job was created');
@@ -197,6 +235,14 @@ describe('rtp codecs from ffmpeg', () => {
     for (const codec of CODECS) {
       while ((emulator.getRecording(jobId, codec.alias)?.receivedBytes ?? 0) < 10.5 * codec.outputBytesPerSecond) {
         assert.ok(Date.now() < deadline, `alias ${codec.alias} received too little audio`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    for (const stream of ALL_CODES) {
+      // Whole frames of 100 ms (800 bytes) go out as they fill; the rest when the stream ends.
+      const wholeFrameBytes = Math.floor((ALL_CODES_PACKETS * 256) / 800) * 800;
+      while ((emulator.getRecording(jobId, stream.alias)?.receivedBytes ?? 0) < wholeFrameBytes) {
+        assert.ok(Date.now() < deadline, `alias ${stream.alias} received too little audio`);
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
     }
@@ -225,6 +271,21 @@ describe('rtp codecs from ffmpeg', () => {
       assert.ok(recording.audio.equals(expected), 'bytes differ from the payloads ffmpeg sent');
     });
   }
+
+  it('keeps every A-law code', () => {
+    const recording = emulator.getRecording(jobId, 'alaw-codes');
+    assert.ok(recording);
+    assert.ok(recording.audio.equals(Buffer.concat(Array(ALL_CODES_PACKETS).fill(EVERY_CODE))));
+  });
+
+  it('keeps every mu-law code but negative zero', () => {
+    // Codes 0x7F and 0xFF both decode to 0, which G.711 encodes as 0xFF.
+    const recording = emulator.getRecording(jobId, 'mulaw-codes');
+    assert.ok(recording);
+    const expected = Buffer.from(EVERY_CODE);
+    expected[0x7f] = 0xff;
+    assert.ok(recording.audio.equals(Buffer.concat(Array(ALL_CODES_PACKETS).fill(expected))));
+  });
 
   it('delivers L16 byte-identical', async () => {
     const expected = await decodeToS16le(JFK_WAV);

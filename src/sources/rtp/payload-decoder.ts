@@ -17,6 +17,8 @@ export interface PayloadDecoder {
   /** Rate of the decoded samples, in Hz. */
   readonly sampleRateHz: number;
   readonly channels: number;
+  /** True when decode() returns a promise: G.722 runs in ffmpeg, and its results come in payload order. */
+  readonly asynchronous: boolean;
   /**
    * Decodes one payload. Synchronous codecs return the samples; G.722 runs
    * in ffmpeg and returns a promise that resolves in payload order.
@@ -26,6 +28,7 @@ export interface PayloadDecoder {
   decode(payload: Buffer): Float32Array | Promise<Float32Array>;
   /** Concealment of lost audio; absent when the codec has none and silence is used. */
   conceal?(frames: number): Float32Array;
+  /** Ends the input and frees the decoder; an asynchronous decoder first finishes what it was given. */
   close(): Promise<void>;
 }
 
@@ -55,6 +58,7 @@ export function ticksOfFrames(decoder: PayloadDecoder, frames: number): number {
 
 class G711PayloadDecoder implements PayloadDecoder {
   readonly format: PayloadFormat;
+  readonly asynchronous = false;
   readonly sampleRateHz: number;
   readonly channels: number;
   private readonly decodeCodes: (source: Uint8Array, destination: Int16Array) => void;
@@ -87,6 +91,7 @@ class G711PayloadDecoder implements PayloadDecoder {
 /** L16 is 16-bit signed PCM in network byte order (RFC 3551 §4.5.11). */
 class L16PayloadDecoder implements PayloadDecoder {
   readonly format: PayloadFormat;
+  readonly asynchronous = false;
   readonly sampleRateHz: number;
   readonly channels: number;
 
@@ -121,6 +126,7 @@ class L16PayloadDecoder implements PayloadDecoder {
  */
 class OpusPayloadDecoder implements PayloadDecoder {
   readonly format: PayloadFormat;
+  readonly asynchronous = false;
   readonly sampleRateHz = 48000;
   readonly channels: 1 | 2;
   private readonly decoder: OpusDecoder;
@@ -146,6 +152,7 @@ class OpusPayloadDecoder implements PayloadDecoder {
 
 class G722PayloadDecoder implements PayloadDecoder {
   readonly format: PayloadFormat;
+  readonly asynchronous = true;
   readonly sampleRateHz: number;
   readonly channels = 1;
   private readonly decoder: G722Decoder;

@@ -47,6 +47,8 @@ export interface RtpStreamHost {
 /** Datagram counts of one RTP source since it started. */
 export interface RtpSourceCounters {
   datagrams: number;
+  /** RTP packets with a known payload type, routed by SSRC; every datagram is this or one of the drops. */
+  packets: number;
   /** RTCP packets on the RTP port, recognised and ignored. */
   rtcp: number;
   /** Datagrams that are not valid RTP. */
@@ -93,6 +95,9 @@ interface OpenStream {
 
 const DEFAULT_STATS_INTERVAL_MS = 10000;
 
+/** Unmapped payload types reported one by one; later ones are only counted in the drop line. */
+const MAX_REPORTED_PAYLOAD_TYPES = 10;
+
 /** SSRCs remembered for reopening under a numbered alias, or as refused; the oldest is forgotten beyond it. */
 const MAX_REMEMBERED_SSRCS = 10000;
 
@@ -131,6 +136,7 @@ export class RtpReceiver {
   private readonly reportedPayloadTypes = new Set<number>();
   private readonly counts: RtpSourceCounters = {
     datagrams: 0,
+    packets: 0,
     rtcp: 0,
     malformed: 0,
     notAllowed: 0,
@@ -263,6 +269,7 @@ export class RtpReceiver {
       this.reportUnmappedPayloadType(packet);
       return;
     }
+    this.counts.packets += 1;
     if (this.options.aliasTemplate === undefined) {
       this.routeStatic(packet);
     } else {
@@ -425,7 +432,7 @@ export class RtpReceiver {
   }
 
   private reportUnmappedPayloadType(packet: RtpPacket): void {
-    if (this.reportedPayloadTypes.has(packet.payloadType)) {
+    if (this.reportedPayloadTypes.has(packet.payloadType) || this.reportedPayloadTypes.size >= MAX_REPORTED_PAYLOAD_TYPES) {
       return;
     }
     this.reportedPayloadTypes.add(packet.payloadType);

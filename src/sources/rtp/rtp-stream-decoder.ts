@@ -5,15 +5,16 @@
  * decodes differently, and emitted as PcmBlocks.
  *
  * Packets are processed one after another on a promise chain because G.722
- * decodes asynchronously in ffmpeg; synchronous codecs finish within the
- * same turn of the event loop. The chain is bounded by MAX_PENDING_PACKETS.
+ * decodes asynchronously in ffmpeg; synchronous codecs decode on the chain,
+ * so Opus concealment runs between the right packets. The chain is bounded
+ * by MAX_PENDING_PACKETS.
  */
 import type { PcmBlock } from '../../audio/format.ts';
 import type { Logger } from '../../logger.ts';
 import { FormatAdapter, type SampleFormat } from './format-adapter.ts';
 import type { ReleasedPacket } from './jitter-buffer.ts';
 import { createPayloadDecoder, ticksOfFrames, type PayloadDecoder } from './payload-decoder.ts';
-import { isAudioEncoding, type PayloadTypeTable } from './payload-types.ts';
+import { isAudioEncoding, type PayloadFormat, type PayloadTypeTable } from './payload-types.ts';
 import { RtpTimeline, type DiscontinuityReason } from './rtp-timeline.ts';
 
 /** Packets waiting to be decoded at most, about 10 s at 20 ms per packet; beyond it packets are dropped. */
@@ -37,6 +38,14 @@ export interface DecodeCounters {
   discontinuities: number;
   /** Frames filled with concealment or silence. */
   filledFrames: number;
+}
+
+interface QueuedPacket {
+  released: ReleasedPacket;
+  format: PayloadFormat | undefined;
+  decoder: PayloadDecoder | undefined;
+  /** Result of a decoder that was handed the payload when it was released. */
+  started: Promise<Float32Array> | undefined;
 }
 
 export interface RtpStreamDecoderOptions {
@@ -76,17 +85,36 @@ export class RtpStreamDecoder {
     });
   }
 
-  /** Queues one released packet for decoding. */
+  /**
+   * Queues one released packet for decoding. A decoder in another process
+   * (G.722 in ffmpeg) gets the payload at once, because it may hold the end
+   * of one payload until the next arrives; the chain then waits for its
+   * result in order.
+   */
   push(released: ReleasedPacket): void {
     if (this.pendingPackets >= MAX_PENDING_PACKETS) {
       this.counters.overflow += 1;
       this.undecodedPackets += 1;
       return;
     }
+    const { packet } = released;
+    const format = this.options.payloadTypes.get(packet.payloadType);
+    const decoder =
+      format !== undefined && isAudioEncoding(format.encoding) ? this.decoderFor(packet.payloadType) : undefined;
+    let started: Promise<Float32Array> | undefined;
+    if (decoder?.asynchronous === true) {
+      try {
+        started = Promise.resolve(decoder.decode(packet.payload));
+      } catch (error) {
+        started = Promise.reject(error as Error);
+      }
+      // Rejections are handled when the chain reaches this packet.
+      started.catch(() => undefined);
+    }
     this.pendingPackets += 1;
     this.chain = this.chain.then(async () => {
       try {
-        await this.process(released);
+        await this.process({ released, format, decoder, started });
       } catch (error) {
         // Every expected failure is handled inside; this guards the chain itself.
         this.log.error({ err: error }, 'rtp packet processing failed');
@@ -98,8 +126,17 @@ export class RtpStreamDecoder {
 
   /** Resolves once every queued packet is decoded and emitted; then frees the decoders. */
   async finish(): Promise<void> {
+    // Ending the input of out-of-process decoders makes them release what they hold.
+    const closing = [...this.decoders.values()]
+      .filter((decoder) => decoder.asynchronous)
+      .map((decoder) => decoder.close().catch(() => undefined));
     await this.chain;
-    await Promise.all([...this.decoders.values()].map((decoder) => decoder.close().catch(() => undefined)));
+    await Promise.all(closing);
+    await Promise.all(
+      [...this.decoders.values()]
+        .filter((decoder) => !decoder.asynchronous)
+        .map((decoder) => decoder.close().catch(() => undefined)),
+    );
     this.decoders.clear();
     for (const adapter of this.adapters.values()) {
       adapter.destroy();
@@ -107,14 +144,13 @@ export class RtpStreamDecoder {
     this.adapters.clear();
   }
 
-  private async process(released: ReleasedPacket): Promise<void> {
+  private async process(unit: QueuedPacket): Promise<void> {
+    const { released, format, decoder } = unit;
     const { packet } = released;
-    const format = this.options.payloadTypes.get(packet.payloadType);
     if (format === undefined || !isAudioEncoding(format.encoding)) {
       this.counters.nonAudio += 1;
       return;
     }
-    const decoder = this.decoderFor(packet.payloadType);
     if (decoder === undefined) {
       this.undecodedPackets += 1;
       return;
@@ -122,11 +158,11 @@ export class RtpStreamDecoder {
 
     let decoded: Float32Array;
     try {
-      decoded = await decoder.decode(packet.payload);
+      decoded = await (unit.started ?? decoder.decode(packet.payload));
     } catch (error) {
       this.counters.undecodable += 1;
       this.undecodedPackets += 1;
-      this.log.debug({ err: error, payloadType: packet.payloadType }, 'rtp payload could not be decoded');
+      this.log.trace({ err: error, payloadType: packet.payloadType }, 'rtp payload could not be decoded');
       return;
     }
     const decodedFrames = decoded.length / decoder.channels;
