@@ -38,6 +38,12 @@ const argv = await yargs(hideBin(process.argv))
   .option('pin', { type: 'boolean', default: true, describe: 'Pin the subject to the last CPU and the load to CPU 0 (needs taskset and 2 CPUs)' })
   .option('extend-step', { type: 'number', default: 0, describe: 'After the listed counts, add this many streams per point until the agent is late; 0 is off' })
   .option('extend-max', { type: 'number', default: 5000, describe: 'Highest stream count the extension measures' })
+  .option('max-wait-percent', {
+    type: 'number',
+    default: 10,
+    describe: 'Repeat a measurement whose subject waited for a CPU held by other processes longer than this share of the window, in %',
+  })
+  .option('attempts', { type: 'number', default: 3, describe: 'Measurements per point at most, when they are disturbed' })
   .option('audio', { type: 'string', default: DEFAULT_AUDIO, describe: 'Speech recording the generator loops (any format ffmpeg reads)' })
   .option('cpu-profile', { type: 'boolean', default: false, describe: 'Write a V8 CPU profile of each subject into its run folder' })
   .option('subject-node-options', {
@@ -92,6 +98,8 @@ try {
     pin: argv.pin,
     extendStep: argv['extend-step'],
     extendMax: argv['extend-max'],
+    maxWaitPercent: argv['max-wait-percent'],
+    attempts: Math.max(1, argv.attempts),
     audioFile: argv.audio,
     cpuProfile: argv['cpu-profile'],
     subjectNodeOptions: argv['subject-node-options'].split(' ').filter((option) => option !== ''),

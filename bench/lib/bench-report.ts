@@ -20,6 +20,8 @@ export interface BenchSettingsRecord {
   settleSeconds: number;
   phases: number;
   lateMarginMs: number;
+  maxWaitPercent: number;
+  attempts: number;
   pinning: { subject: string; load: string } | undefined;
   audio: string;
 }
@@ -29,7 +31,10 @@ export interface SummaryRow {
   streams: number;
   /** Measurements without an error. */
   runs: number;
+  /** Measurements taken in all, counting the ones repeated because the subject waited for a CPU. */
+  attempts: number;
   cpuPercent: number;
+  idleCpuPercent: number;
   microsPerStreamSecond: number;
   /** Median over runs of this subject's CPU divided by its baseline's in the same run. */
   cpuRatio: number | undefined;
@@ -104,7 +109,9 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       subject,
       streams,
       runs: ok.length,
+      attempts: all.reduce((sum, entry) => sum + entry.attempts, 0),
       cpuPercent: medianOf((entry) => entry.cpu.subjectPercent),
+      idleCpuPercent: medianOf((entry) => entry.cpu.idlePercent),
       microsPerStreamSecond: medianOf((entry) => entry.cpu.subjectMicrosPerStreamSecond),
       cpuRatio: ratio((entry) => entry.cpu.subjectPercent),
       idleRssKiB: medianOf((entry) => entry.memory.idleRssKiB, 0),
@@ -159,7 +166,7 @@ export function renderMarkdown(report: BenchReport): string {
     `Machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${machine.memoryGiB} GiB, Node ${machine.nodeVersion}, Linux ${machine.kernel}, load average ${machine.loadAverage1m} at the start.`,
   );
   lines.push(
-    `Settings: ${settings.runs} run(s) per point, ${settings.windowSeconds} s window, ramp ${settings.rampPerSecond} streams/s, settle ${settings.settleSeconds} s, ${settings.phases} ticks per 20 ms slot, late margin ${settings.lateMarginMs} ms, pinning ${settings.pinning === undefined ? 'off' : `subject on CPU ${settings.pinning.subject}, generator and sink on CPU ${settings.pinning.load}`}.`,
+    `Settings: ${settings.runs} run(s) per point, ${settings.windowSeconds} s window, ramp ${settings.rampPerSecond} streams/s, settle ${settings.settleSeconds} s, ${settings.phases} ticks per 20 ms slot, late margin ${settings.lateMarginMs} ms, repeated up to ${settings.attempts} times while the subject waited for a CPU over ${settings.maxWaitPercent} % of the window, pinning ${settings.pinning === undefined ? 'off' : `subject on CPU ${settings.pinning.subject}, generator and sink on CPU ${settings.pinning.load}`}.`,
   );
   lines.push(`Command: \`${settings.command}\``);
   lines.push('');
@@ -170,10 +177,12 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('');
   lines.push('## CPU (median of runs)');
   lines.push('');
-  lines.push('| subject | streams | runs | CPU, % of one core | CPU µs per stream-second | × baseline |');
-  lines.push('|---|---:|---:|---:|---:|---:|');
+  lines.push('| subject | streams | runs | CPU, % of one core | idle CPU, % | CPU µs per stream-second | × baseline |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|');
   for (const row of summary) {
-    lines.push(`| ${row.subject} | ${row.streams} | ${row.runs} | ${formatNumber(row.cpuPercent)} | ${formatNumber(row.microsPerStreamSecond)} | ${formatNumber(row.cpuRatio)} |`);
+    lines.push(
+      `| ${row.subject} | ${row.streams} | ${row.runs} | ${formatNumber(row.cpuPercent)} | ${formatNumber(row.idleCpuPercent)} | ${formatNumber(row.microsPerStreamSecond)} | ${formatNumber(row.cpuRatio)} |`,
+    );
   }
   lines.push('');
   lines.push('## Memory (median of runs)');
@@ -199,12 +208,12 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('## Load health (generator and sink must not be the bottleneck)');
   lines.push('');
   lines.push(
-    '| subject | streams | subject waited for CPU, % | generator CPU % | generator waited, % | tick lag p99 / max, ms | sink CPU % | UDP drops | shutdown, ms | problems |',
+    '| subject | streams | attempts | subject waited for CPU, % | generator CPU % | generator waited, % | tick lag p99 / max, ms | sink CPU % | UDP drops | shutdown, ms | problems |',
   );
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const row of summary) {
     lines.push(
-      `| ${row.subject} | ${row.streams} | ${formatNumber(row.subjectWaitPercent)} | ${formatNumber(row.generatorPercent)} | ${formatNumber(row.generatorWaitPercent)} | ${formatNumber(row.tickLagP99Ms)} / ${formatNumber(row.tickLagMaxMs)} | ${formatNumber(row.sinkPercent)} | ${row.udpDrops} | ${formatNumber(row.shutdownMs)} | ${row.problems.join('; ') || 'none'} |`,
+      `| ${row.subject} | ${row.streams} | ${row.attempts} | ${formatNumber(row.subjectWaitPercent)} | ${formatNumber(row.generatorPercent)} | ${formatNumber(row.generatorWaitPercent)} | ${formatNumber(row.tickLagP99Ms)} / ${formatNumber(row.tickLagMaxMs)} | ${formatNumber(row.sinkPercent)} | ${row.udpDrops} | ${formatNumber(row.shutdownMs)} | ${row.problems.join('; ') || 'none'} |`,
     );
   }
   lines.push('');

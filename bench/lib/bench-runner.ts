@@ -35,6 +35,13 @@ export interface BenchOptions {
   /** After the listed counts, add this many streams per point while the agent has no late frames; 0 turns it off. */
   extendStep: number;
   extendMax: number;
+  /**
+   * A measurement whose subject waited for a CPU (held by other processes)
+   * for more than this share of the window is repeated, up to `attempts`
+   * times in all; the least disturbed one is kept.
+   */
+  maxWaitPercent: number;
+  attempts: number;
   /** Audio file looped by the generator, converted to 8 kHz mu-law by ffmpeg. */
   audioFile: string;
   cpuProfile: boolean;
@@ -66,6 +73,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     settleSeconds: options.settleSeconds,
     phases: options.phases,
     lateMarginMs: options.lateMarginMs,
+    maxWaitPercent: options.maxWaitPercent,
+    attempts: options.attempts,
     pinning,
     audio: options.audioFile,
   };
@@ -78,22 +87,35 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const order = [...subjects.slice(shift), ...subjects.slice(0, shift)];
       for (const name of order) {
         const spec = SUBJECTS[name]!;
-        options.log(`measuring ${name} at ${streams} streams, run ${run} of ${options.runs}`);
-        const measurement = await measure(spec, streams, run, {
-          repoRoot: options.repoRoot,
-          runDir: join(options.outDir, 'runs', `${name}-n${streams}-r${run}`),
-          payloadFile,
-          windowSeconds: options.windowSeconds,
-          rampPerSecond: options.rampPerSecond,
-          settleSeconds: options.settleSeconds,
-          phases: options.phases,
-          lateMarginMs: options.lateMarginMs,
-          rssSampleMs: options.rssSampleMs,
-          pinning,
-          cpuProfile: options.cpuProfile,
-          subjectNodeOptions: options.subjectNodeOptions,
-        });
-        options.log(describeMeasurement(measurement));
+        let measurement: Measurement | undefined;
+        for (let attempt = 1; attempt <= options.attempts; attempt++) {
+          options.log(`measuring ${name} at ${streams} streams, run ${run} of ${options.runs}, attempt ${attempt}`);
+          const candidate = await measure(spec, streams, run, {
+            repoRoot: options.repoRoot,
+            runDir: join(options.outDir, 'runs', `${name}-n${streams}-r${run}${attempt === 1 ? '' : `-a${attempt}`}`),
+            payloadFile,
+            windowSeconds: options.windowSeconds,
+            rampPerSecond: options.rampPerSecond,
+            settleSeconds: options.settleSeconds,
+            phases: options.phases,
+            lateMarginMs: options.lateMarginMs,
+            rssSampleMs: options.rssSampleMs,
+            pinning,
+            cpuProfile: options.cpuProfile,
+            subjectNodeOptions: options.subjectNodeOptions,
+          });
+          options.log(describeMeasurement(candidate));
+          if (measurement === undefined || isLessDisturbed(candidate, measurement)) {
+            measurement = candidate;
+          }
+          measurement.attempts = attempt;
+          if (candidate.error === undefined && !(candidate.cpu.subjectRunQueueWaitPercent > options.maxWaitPercent)) {
+            break;
+          }
+        }
+        if (measurement === undefined) {
+          continue;
+        }
         point.push(measurement);
         report.measurements.push(measurement);
         await writeReport(options.outDir, report);
@@ -136,6 +158,14 @@ function stillOnTime(point: Measurement[], subjects: string[]): string[] {
   });
   const baselines = subjects.filter((name) => agents.some((agent) => SUBJECTS[agent]!.baseline === name));
   return subjects.filter((name) => agents.includes(name) || baselines.includes(name));
+}
+
+/** True when `candidate` succeeded where `kept` failed, or waited less for a CPU. */
+function isLessDisturbed(candidate: Measurement, kept: Measurement): boolean {
+  if ((candidate.error === undefined) !== (kept.error === undefined)) {
+    return candidate.error === undefined;
+  }
+  return candidate.cpu.subjectRunQueueWaitPercent < kept.cpu.subjectRunQueueWaitPercent;
 }
 
 function describeMeasurement(entry: Measurement): string {

@@ -45,10 +45,14 @@ export interface Measurement {
   run: number;
   /** Set when the measurement failed; the other fields then hold what was measured before. */
   error?: string;
+  /** Measurements taken for this point; more than one when other processes took the subject's CPU. */
+  attempts: number;
   windowSeconds: number;
   cpu: {
     /** CPU time of the subject over the window, in % of one core. */
     subjectPercent: number;
+    /** CPU time of the subject while up and idle, before the first packet, in % of one core. */
+    idlePercent: number;
     /** The same per stream: CPU microseconds per second of one stream. */
     subjectMicrosPerStreamSecond: number;
     generatorPercent: number;
@@ -83,6 +87,8 @@ export interface Measurement {
 }
 
 const STARTUP_TIMEOUT_MS = 60_000;
+/** Span of the idle CPU reading, in ms; /proc counts CPU time in 10 ms ticks. */
+const IDLE_READING_MS = 2000;
 const SUBJECT_STOP_TIMEOUT_MS = 180_000;
 const HELPER_STOP_TIMEOUT_MS = 30_000;
 
@@ -112,8 +118,11 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
     const subject = start(spec.kind, subjectArgs, pinning?.subject);
     await sink.waitForEvent('job_created', STARTUP_TIMEOUT_MS);
     await waitForUdpSocket(udpPort, subject, STARTUP_TIMEOUT_MS);
-    // Let startup work (module loading, JIT, the first GC) settle before the idle reading.
+    // Let startup work (module loading, JIT, the first GC) settle before the idle readings.
     await delay(1000);
+    const idleCpuBefore = readCpuSeconds(subject.pid) ?? Number.NaN;
+    await delay(IDLE_READING_MS);
+    result.cpu.idlePercent = round((((readCpuSeconds(subject.pid) ?? Number.NaN) - idleCpuBefore) / IDLE_READING_MS) * 1000 * 100, 1);
     result.memory.idleRssKiB = readMemory(subject.pid)?.rssKiB ?? Number.NaN;
 
     const generator = start(
@@ -162,6 +171,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
     result.load.udpDrops = (readUdpDrops(udpPort) ?? dropsBefore) - dropsBefore;
     const [subjectCpu, generatorCpu, sinkCpu] = cpuAfter.map((after, index) => (after - cpuBefore[index]!) / actualWindowSeconds);
     result.cpu = {
+      ...result.cpu,
       subjectPercent: round(subjectCpu! * 100, 1),
       subjectMicrosPerStreamSecond: round((subjectCpu! * 1e6) / streams, 1),
       generatorPercent: round(generatorCpu! * 100, 1),
@@ -245,9 +255,11 @@ function emptyMeasurement(subject: string, streams: number, run: number, windowS
     subject,
     streams,
     run,
+    attempts: 1,
     windowSeconds,
     cpu: {
       subjectPercent: Number.NaN,
+      idlePercent: Number.NaN,
       subjectMicrosPerStreamSecond: Number.NaN,
       generatorPercent: Number.NaN,
       sinkPercent: Number.NaN,
