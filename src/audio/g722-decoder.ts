@@ -4,10 +4,10 @@
  * library exists on npm, and ffmpeg's decoder is the one voice tools
  * already trust.
  *
- * Every input byte decodes to exactly two 16 kHz samples (one 4-bit
- * low-band and one 2-bit high-band code per pair of samples after the QMF),
- * so each decode() call knows how many output bytes belong to it and the
- * calls resolve in order.
+ * Every input byte decodes to exactly two 16 kHz samples (one 6-bit
+ * low-band and one 2-bit high-band code per pair of samples, split by the
+ * QMF). The output of each decode() call therefore has a known length, and
+ * the calls resolve in order.
  */
 import prism from 'prism-media';
 

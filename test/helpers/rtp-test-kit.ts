@@ -100,7 +100,7 @@ export class ManualClock implements Clock {
   }
 }
 
-/** An RTP source config with the schema's defaults, for tests. */
+/** Returns an RTP source config with the schema's defaults, for tests. */
 export function rtpConfig(overrides: Partial<RtpSourceConfig> = {}): RtpSourceConfig {
   return {
     type: 'rtp',
@@ -130,7 +130,7 @@ export class CollectingHost implements RtpStreamHost {
   readonly streams = new Map<string, CollectedStream>();
   private readonly waiters: Array<{ alias: string; resolve: (stream: CollectedStream) => void }> = [];
   /** When set, openStream rejects with this error. */
-  refuseWith: Error | undefined;
+  rejectWith: Error | undefined;
   private readonly retain: (alias: string) => boolean;
 
   /** `retain` picks the aliases whose blocks are kept; the others are only counted. */
@@ -139,8 +139,8 @@ export class CollectingHost implements RtpStreamHost {
   }
 
   async openStream(request: RtpStreamRequest): Promise<void> {
-    if (this.refuseWith !== undefined) {
-      throw this.refuseWith;
+    if (this.rejectWith !== undefined) {
+      throw this.rejectWith;
     }
     const retain = this.retain(request.alias);
     const ended = once(request.source.readable, 'end').then(() => undefined);

@@ -133,7 +133,8 @@ describe('rtp demux through the agent', () => {
     assert.ok(jobId);
     const recordingA = emulator.getRecording(jobId, `room7-${SSRC_A}`);
     const recordingB = emulator.getRecording(jobId, `room7-${SSRC_B}`);
-    assert.ok(recordingA && recordingB, 'both SSRCs have an alias');
+    assert.ok(recordingA, `no alias for SSRC ${SSRC_A}`);
+    assert.ok(recordingB, `no alias for SSRC ${SSRC_B}`);
     assert.ok(recordingA.audio.equals(contentA), 'room A differs from what SSRC A sent');
     assert.ok(recordingB.audio.equals(contentB), 'room B differs from what SSRC B sent');
     assert.equal(recordingA.endOfStream, true);

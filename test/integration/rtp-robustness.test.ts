@@ -55,7 +55,7 @@ function heapUsedBytes(): number {
   return process.memoryUsage().heapUsed;
 }
 
-/** A copy of `datagram` with one of several kinds of damage. */
+/** Copies `datagram` and damages the copy in one of several ways. */
 function mutate(datagram: Buffer): Buffer {
   const copy = Buffer.from(datagram);
   switch (randomInt(6)) {

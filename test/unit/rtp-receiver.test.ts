@@ -213,16 +213,16 @@ describe('rtp receiver', () => {
     assert.equal(lines.filter((line) => String(line['msg']).startsWith('rtp source has max_streams')).length, 1);
   });
 
-  test('refuses ssrc whose stream failed', async () => {
+  test('rejects ssrc whose stream failed', async () => {
     const host = new CollectingHost();
-    host.refuseWith = new Error('job is gone');
+    host.rejectWith = new Error('job is gone');
     const receiver = await start({ host, aliasTemplate: 'r-{ssrc}' });
     const socket = await sender();
     await sendPcmu(socket, receiver, { ssrc: 9, count: 6 });
     await waitUntil(() => receiver.counters().source.datagrams === 6, 'six datagrams');
-    await waitUntil(() => receiver.counters().source.refused > 0, 'refused packets');
+    await waitUntil(() => receiver.counters().source.refused > 0, 'rejected packets');
     assert.equal(receiver.counters().streams.length, 0);
-    assert.equal(receiver.counters().source.streamsOpened, 1, 'only one attempt while refused');
+    assert.equal(receiver.counters().source.streamsOpened, 1, 'only one attempt while rejected');
   });
 
   test('rejects invalid payload type mappings', async () => {

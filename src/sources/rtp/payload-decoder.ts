@@ -1,7 +1,7 @@
 /**
  * Decoders of RTP audio payloads to interleaved float PCM, one per payload
- * type in use on a stream. Each knows how many RTP clock ticks a payload
- * covers, which the timeline needs to find gaps.
+ * type in use on a stream. `ticksOfFrames` converts decoded frames to RTP
+ * clock ticks, which the timeline needs to find gaps.
  */
 import { decodeAlaw, decodeMulaw } from '../../audio/g711.ts';
 import { G722Decoder } from '../../audio/g722-decoder.ts';

@@ -7,7 +7,7 @@ import { ConfigError } from '../../errors.ts';
 
 export type PayloadEncoding = 'pcmu' | 'pcma' | 'g722' | 'l16' | 'opus' | 'telephone-event' | 'cn';
 
-/** What a payload type carries and how to read its timestamps. */
+/** Media format of a payload type, with the clock of its timestamps. */
 export interface PayloadFormat {
   payloadType: number;
   encoding: PayloadEncoding;
@@ -87,7 +87,7 @@ export class PayloadTypeTable {
     }
   }
 
-  /** The format of `payloadType`, or undefined when it is neither static nor configured. */
+  /** Returns the format of `payloadType`, or undefined when it is neither static nor configured. */
   get(payloadType: number): PayloadFormat | undefined {
     return this.formats.get(payloadType);
   }

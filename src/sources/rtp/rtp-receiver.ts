@@ -3,9 +3,9 @@
  * `alias`) or one alias per SSRC (demux mode, `alias_template`).
  *
  * Per datagram: sender allowlist, header parse, RTCP skipped, payload type
- * looked up, then routed by SSRC. An SSRC without a stream is validated
- * first (two packets in sequence, see SsrcProbation); a confirmed SSRC opens
- * a stream in demux mode (at most `max_streams` at once) or takes over the
+ * looked up, then routed by SSRC. An SSRC without a stream must first send
+ * two packets in sequence (see SsrcProbation). A confirmed SSRC then opens a
+ * stream in demux mode (at most `max_streams` at once) or takes over the
  * static alias. Demuxed streams with no packet for `idle_end_ms` are ended
  * with end-of-stream. Nothing a sender does is thrown: every drop is
  * counted, and the counts are logged once per stats interval when they
@@ -28,7 +28,7 @@ import { bindRtpSocket, buildAllowList, isSenderAllowed, resolveListenAddress } 
 import { SsrcProbation } from './ssrc-probation.ts';
 import { unmappedPayloadTypeMessage } from './unmapped-payload-type.ts';
 
-/** What the receiver asks of its host to start one alias. */
+/** Request from the receiver to its host to start one alias. */
 export interface RtpStreamRequest {
   alias: string;
   ssrc: number;
@@ -98,7 +98,7 @@ const DEFAULT_STATS_INTERVAL_MS = 10000;
 /** Unmapped payload types reported one by one; later ones are only counted in the drop line. */
 const MAX_REPORTED_PAYLOAD_TYPES = 10;
 
-/** SSRCs remembered for reopening under a numbered alias, or as refused; the oldest is forgotten beyond it. */
+/** SSRCs remembered for reopening under a numbered alias, or as rejected; the oldest is forgotten beyond it. */
 const MAX_REMEMBERED_SSRCS = 10000;
 
 /** Drop counters summed into the periodic log line. */
@@ -132,7 +132,7 @@ export class RtpReceiver {
   /** Demux: how many streams each ended SSRC has had, to name the next one. */
   private readonly generations = new Map<number, number>();
   /** SSRCs whose stream could not be opened, with the time they may be tried again. */
-  private readonly refusedUntilMs = new Map<number, number>();
+  private readonly rejectedUntilMs = new Map<number, number>();
   private readonly reportedPayloadTypes = new Set<number>();
   private readonly counts: RtpSourceCounters = {
     datagrams: 0,
@@ -283,7 +283,7 @@ export class RtpReceiver {
       current.source.push(packet);
       return;
     }
-    if (this.isRefused(packet.ssrc)) {
+    if (this.isRejected(packet.ssrc)) {
       return;
     }
     const confirmed = this.confirm(packet);
@@ -306,7 +306,7 @@ export class RtpReceiver {
       existing.source.push(packet);
       return;
     }
-    if (this.isRefused(packet.ssrc)) {
+    if (this.isRejected(packet.ssrc)) {
       return;
     }
     if (this.streams.size >= this.config.max_streams) {
@@ -377,16 +377,16 @@ export class RtpReceiver {
     if (this.streams.get(ssrc) === stream) {
       this.streams.delete(ssrc);
     }
-    this.remember(this.refusedUntilMs, ssrc, this.clock.nowMs() + this.config.idle_end_ms);
+    this.remember(this.rejectedUntilMs, ssrc, this.clock.nowMs() + this.config.idle_end_ms);
   }
 
-  private isRefused(ssrc: number): boolean {
-    const untilMs = this.refusedUntilMs.get(ssrc);
+  private isRejected(ssrc: number): boolean {
+    const untilMs = this.rejectedUntilMs.get(ssrc);
     if (untilMs === undefined) {
       return false;
     }
     if (this.clock.nowMs() >= untilMs) {
-      this.refusedUntilMs.delete(ssrc);
+      this.rejectedUntilMs.delete(ssrc);
       return false;
     }
     this.counts.refused += 1;
@@ -394,9 +394,9 @@ export class RtpReceiver {
   }
 
   /**
-   * Alias of a new demuxed SSRC. An ended alias cannot be reopened (the
-   * server answers 409), so an SSRC that comes back after `idle_end_ms`
-   * gets the alias with `.2`, `.3`... appended.
+   * Returns the alias of a new demuxed SSRC. The server rejects an ended
+   * alias with 409, so an SSRC that comes back after `idle_end_ms` gets the
+   * alias with `.2`, `.3`... appended.
    */
   private demuxAlias(template: string, ssrc: number): string | undefined {
     const base = template.replaceAll('{ssrc}', String(ssrc));
@@ -405,7 +405,7 @@ export class RtpReceiver {
     if (!ALIAS_PATTERN.test(alias)) {
       this.counts.refused += 1;
       this.log.warn({ alias, ssrc }, 'rtp ssrc returned but its numbered alias exceeds 64 characters; shorten alias_template');
-      this.remember(this.refusedUntilMs, ssrc, this.clock.nowMs() + this.config.idle_end_ms);
+      this.remember(this.rejectedUntilMs, ssrc, this.clock.nowMs() + this.config.idle_end_ms);
       return undefined;
     }
     return alias;

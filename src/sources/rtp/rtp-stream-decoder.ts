@@ -1,8 +1,8 @@
 /**
- * Decoding side of one RTP stream: packets released in order by the jitter
- * buffer are decoded, placed on the stream's timeline with fills for loss
- * and silence, converted to the stream's format when their payload type
- * decodes differently, and emitted as PcmBlocks.
+ * Decoding side of one RTP stream. Packets released in order by the jitter
+ * buffer are decoded and placed on the stream's timeline, with fills for
+ * loss and silence. Packets whose payload type decodes to another format
+ * are converted to the stream's format. The result goes out as PcmBlocks.
  *
  * Packets are processed one after another on a promise chain because G.722
  * decodes asynchronously in ffmpeg; synchronous codecs decode on the chain,
@@ -88,8 +88,8 @@ export class RtpStreamDecoder {
   /**
    * Queues one released packet for decoding. A decoder in another process
    * (G.722 in ffmpeg) gets the payload at once, because it may hold the end
-   * of one payload until the next arrives; the chain then waits for its
-   * result in order.
+   * of one payload until the next arrives. The chain then waits for the
+   * results in order.
    */
   push(released: ReleasedPacket): void {
     if (this.pendingPackets >= MAX_PENDING_PACKETS) {
