@@ -172,6 +172,23 @@ describe('rtp receiver', () => {
     assert.equal(host.streams.size, 0);
   });
 
+  test('warns once on undecodable payloads', async () => {
+    const host = new CollectingHost();
+    const { logger, lines } = captureLogger();
+    const receiver = await start({ host, logger, config: rtpConfig({ payload_types: { '97': 'L16/16000/2' } }) });
+    const socket = await sender();
+    for (let sequenceNumber = 0; sequenceNumber < 5; sequenceNumber++) {
+      // 642 bytes are not a whole number of 4-byte stereo frames.
+      const payload = Buffer.alloc(642);
+      await send(socket, receiver, buildRtpPacket({ ssrc: 77, payloadType: 97, sequenceNumber, timestamp: sequenceNumber * 160, payload }));
+    }
+    await host.opened('room');
+    await waitUntil(() => receiver.counters().streams[0]?.undecodable === 5, 'five undecodable payloads');
+    const warnings = lines.filter((line) => String(line['msg']).includes('does not decode as'));
+    assert.equal(warnings.length, 1);
+    assert.match(String(warnings[0]!['msg']), /^payload type 97 from SSRC 77 does not decode as L16\/16000\/2;/);
+  });
+
   test('demuxes two ssrcs to two aliases', async () => {
     const host = new CollectingHost();
     const receiver = await start({ host, aliasTemplate: 'room7-{ssrc}' });

@@ -67,6 +67,7 @@ export class RtpStreamDecoder {
   private readonly decoders = new Map<number, PayloadDecoder>();
   private readonly adapters = new Map<string, FormatAdapter>();
   private readonly failedPayloadTypes = new Set<number>();
+  private readonly undecodableReported = new Set<number>();
   private chain: Promise<void> = Promise.resolve();
   private pendingPackets = 0;
   /** Packets that failed to decode since the last good one; they count as lost for the timeline. */
@@ -162,7 +163,7 @@ export class RtpStreamDecoder {
     } catch (error) {
       this.counters.undecodable += 1;
       this.undecodedPackets += 1;
-      this.log.trace({ err: error, payloadType: packet.payloadType }, 'rtp payload could not be decoded');
+      this.reportUndecodable(format, packet.ssrc, error);
       return;
     }
     const decodedFrames = decoded.length / decoder.channels;
@@ -258,6 +259,22 @@ export class RtpStreamDecoder {
     }
     const { sampleRateHz, channels } = this.options.format;
     this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz });
+  }
+
+  /**
+   * Warns once per payload type: a payload type whose packets do not decode
+   * is most often mapped to the wrong encoding. Later failures are counted.
+   */
+  private reportUndecodable(format: PayloadFormat, ssrc: number, error: unknown): void {
+    if (this.undecodableReported.has(format.payloadType)) {
+      return;
+    }
+    this.undecodableReported.add(format.payloadType);
+    this.log.warn(
+      { err: error, payloadType: format.payloadType, rtpmap: format.rtpmap, ssrc },
+      `payload type ${format.payloadType} from SSRC ${ssrc} does not decode as ${format.rtpmap}; ` +
+        "check that payload_types maps it to the encoding of the sender's SDP a=rtpmap line",
+    );
   }
 
   private onDiscontinuity(reason: DiscontinuityReason, ssrc: number, nowMs: number): void {
