@@ -53,6 +53,8 @@ export interface SummaryRow {
   p99OverBaselineMs: number | undefined;
   /** Late frames summed over runs. */
   late: number;
+  /** Median over runs of the time from the last stream's start until frames stopped being late, in ms. */
+  catchUpMs: number;
   generatorPercent: number;
   /** Time the subject's main thread waited for a CPU held by another process, in % of the window. */
   subjectWaitPercent: number;
@@ -126,6 +128,7 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       maxMs: round(Math.max(...ok.map((entry) => entry.latency.maxMs)), 2),
       p99OverBaselineMs: baselineName === undefined || p99Differences.length === 0 ? undefined : round(median(p99Differences), 2),
       late: ok.reduce((sum, entry) => sum + entry.latency.late, 0),
+      catchUpMs: medianOf((entry) => entry.latency.catchUpMs, 0),
       generatorPercent: medianOf((entry) => entry.cpu.generatorPercent),
       subjectWaitPercent: medianOf((entry) => entry.cpu.subjectRunQueueWaitPercent),
       generatorWaitPercent: medianOf((entry) => entry.cpu.generatorRunQueueWaitPercent),
@@ -197,11 +200,11 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('');
   lines.push('## Latency, packet sent to frame received (median of runs; max over runs)');
   lines.push('');
-  lines.push('| subject | streams | frames / expected | p50, ms | p99, ms | max, ms | p99 − baseline p99, ms | late frames |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| subject | streams | frames / expected | p50, ms | p99, ms | max, ms | p99 − baseline p99, ms | late frames | catch-up after start, ms |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const row of summary) {
     lines.push(
-      `| ${row.subject} | ${row.streams} | ${row.frames} / ${row.expectedFrames} | ${formatNumber(row.p50Ms)} | ${formatNumber(row.p99Ms)} | ${formatNumber(row.maxMs)} | ${formatNumber(row.p99OverBaselineMs)} | ${row.late} |`,
+      `| ${row.subject} | ${row.streams} | ${row.frames} / ${row.expectedFrames} | ${formatNumber(row.p50Ms)} | ${formatNumber(row.p99Ms)} | ${formatNumber(row.maxMs)} | ${formatNumber(row.p99OverBaselineMs)} | ${row.late} | ${formatNumber(row.catchUpMs)} |`,
     );
   }
   lines.push('');

@@ -176,7 +176,7 @@ function describeMeasurement(entry: Measurement): string {
     `  cpu ${entry.cpu.subjectPercent}% (${entry.cpu.subjectMicrosPerStreamSecond} µs/stream-s, waited for CPU ${entry.cpu.subjectRunQueueWaitPercent}%), ` +
     `rss ${Math.round(entry.memory.steadyRssKiB / 1024)} MiB (${entry.memory.perStreamKiB} KiB/stream), ` +
     `latency p50 ${entry.latency.p50Ms} p99 ${entry.latency.p99Ms} max ${entry.latency.maxMs} ms, ` +
-    `late ${entry.latency.late}, frames ${entry.latency.frames}/${entry.latency.expectedFrames}, ` +
+    `late ${entry.latency.late} (caught up ${entry.latency.catchUpMs} ms after the ramp), frames ${entry.latency.frames}/${entry.latency.expectedFrames}, ` +
     `generator ${entry.cpu.generatorPercent}% (waited ${entry.cpu.generatorRunQueueWaitPercent}%) lag max ${entry.load.tickLagMaxMs} ms, sink ${entry.cpu.sinkPercent}%, ` +
     `udp drops ${entry.load.udpDrops}, exit ${entry.shutdown.exitCode} after ${entry.shutdown.durationMs} ms`
   );

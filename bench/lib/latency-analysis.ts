@@ -21,6 +21,8 @@ export interface LatencyInput {
   aliases: AliasArrivals[];
   records: ArrivalRecords;
   aliasPrefix: string;
+  /** Time the last stream started, in monotonic ms. */
+  rampEndMs: number;
   /** Messages that arrived in [windowStartMs, windowEndMs) are counted, in monotonic ms. */
   windowStartMs: number;
   windowEndMs: number;
@@ -41,6 +43,12 @@ export interface LatencySummary {
   late: number;
   /** Messages whose alias or packet could not be matched to the generator's record. */
   unmatched: number;
+  /**
+   * Time from the start of the last stream to the arrival of the last late
+   * message before the window, in ms; 0 when none was late. It shows how
+   * long the subject took to catch up with streams that started together.
+   */
+  catchUpMs: number;
 }
 
 export function analyseLatency(input: LatencyInput): LatencySummary {
@@ -50,6 +58,7 @@ export function analyseLatency(input: LatencyInput): LatencySummary {
   const latencies: number[] = [];
   let late = 0;
   let unmatched = 0;
+  let lastLateBeforeWindowMs: number | undefined;
 
   for (let index = 0; index < records.arrivalMs.length; index++) {
     const aliasIndex = records.aliasIndex[index]!;
@@ -57,26 +66,32 @@ export function analyseLatency(input: LatencyInput): LatencySummary {
     const arrivalMs = records.arrivalMs[index]!;
     const startOffset = previousEnd[aliasIndex]!;
     previousEnd[aliasIndex] = endOffset;
-    if (arrivalMs < input.windowStartMs || arrivalMs >= input.windowEndMs) {
+    if (arrivalMs >= input.windowEndMs) {
       continue;
     }
+    const inWindow = arrivalMs >= input.windowStartMs;
     const alias = aliases[aliasIndex];
     const stream = streamOfAlias[aliasIndex];
-    if (alias === undefined || stream === undefined) {
-      unmatched += 1;
-      continue;
-    }
-    const bytesPerPacket = (alias.bytesPerSecond * PACKET_MS) / 1000;
-    const lastPacket = Math.ceil(endOffset / bytesPerPacket) - 1;
-    const sendMs = packetSendMs(schedule, ticks, stream, lastPacket);
-    if (sendMs === undefined) {
-      unmatched += 1;
+    const bytesPerPacket = alias === undefined ? 0 : (alias.bytesPerSecond * PACKET_MS) / 1000;
+    const sendMs =
+      alias === undefined || stream === undefined
+        ? undefined
+        : packetSendMs(schedule, ticks, stream, Math.ceil(endOffset / bytesPerPacket) - 1);
+    if (alias === undefined || sendMs === undefined) {
+      unmatched += inWindow ? 1 : 0;
       continue;
     }
     const latencyMs = arrivalMs - sendMs;
-    latencies.push(latencyMs);
     const messageMs = ((endOffset - startOffset) / alias.bytesPerSecond) * 1000;
-    if (latencyMs > messageMs + input.lateMarginMs) {
+    const isLate = latencyMs > messageMs + input.lateMarginMs;
+    if (!inWindow) {
+      if (isLate) {
+        lastLateBeforeWindowMs = arrivalMs;
+      }
+      continue;
+    }
+    latencies.push(latencyMs);
+    if (isLate) {
       late += 1;
     }
   }
@@ -91,6 +106,7 @@ export function analyseLatency(input: LatencyInput): LatencySummary {
     maxMs: round(percentileOfSorted(sorted, 100)),
     late,
     unmatched,
+    catchUpMs: lastLateBeforeWindowMs === undefined ? 0 : Math.max(0, Math.round(lastLateBeforeWindowMs - input.rampEndMs)),
   };
 }
 
