@@ -64,8 +64,14 @@ export async function resolveStatusUrl(args: Pick<StatusArgs, 'url' | 'config'>,
   }
   const { host, port } = parseListenAddress(listen);
   // A wildcard listener is reached on loopback.
-  const reachableHost = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  return `http://${reachableHost.includes(':') ? `[${reachableHost}]` : reachableHost}:${port}`;
+  let reachableHost = host;
+  if (host === '0.0.0.0' || host === '') {
+    reachableHost = '127.0.0.1';
+  } else if (host === '::') {
+    reachableHost = '::1';
+  }
+  const urlHost = reachableHost.includes(':') ? `[${reachableHost}]` : reachableHost;
+  return `http://${urlHost}:${port}`;
 }
 
 async function fetchSnapshot(url: string): Promise<AgentSnapshot> {

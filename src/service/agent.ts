@@ -44,7 +44,7 @@ export const EXIT_FAILURE = 1;
  * applies config reloads, and on shutdown (or once every finite source has
  * ended) ends the streams, finalizes the jobs and writes their results.
  * Around that it keeps the state file for crash recovery, serves metrics
- * and tells systemd its state.
+ * and reports its state to systemd.
  */
 export class Agent {
   private readonly options: AgentOptions;

@@ -2,7 +2,7 @@
  * HTTP listener of `service.metrics_listen`:
  *
  *   GET /metrics       Prometheus text format
- *   GET /healthz       200 while the process runs and its event loop answers
+ *   GET /healthz       200 while the process runs and its event loop responds
  *   GET /readyz        200 when every stream is ready (see isAliasReady), else 503
  *   GET /status.json   the AgentSnapshot, for `modulate-agent status`
  *

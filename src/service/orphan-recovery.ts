@@ -30,7 +30,7 @@ export interface OrphanRecoveryOptions {
   isOtherAgentAlive?: (entry: StateJobEntry) => boolean;
 }
 
-/** How each orphaned job was handled. */
+/** Outcome of the recovery, as job IDs per outcome. */
 export interface OrphanRecoveryReport {
   finalized: string[];
   /** Not found on the server: forgotten. */
@@ -111,7 +111,7 @@ export async function recoverOrphanedJobs(options: OrphanRecoveryOptions): Promi
       }
       const outcome = await finalizeOrphan(entry, options, log);
       report[outcome].push(entry.job_id);
-      if (outcome !== 'kept') {
+      if (outcome === 'missing') {
         await forget(options.stateFile, entry, log);
       }
     }),
@@ -135,6 +135,8 @@ async function finalizeOrphan(
     if (options.resultsDir !== undefined) {
       resultsFile = await writeResultsToDir(options.resultsDir, entry.job_id, results);
     }
+    // Forgotten before the log line, so that the line means the recovery of this job is complete.
+    await forget(options.stateFile, entry, log);
     log.info(
       {
         ...fields,

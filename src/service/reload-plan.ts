@@ -4,8 +4,8 @@
  * be applied while the agent runs.
  *
  * A job is matched by `name` and a stream by its `alias` (or
- * `alias_template`). A stream whose settings differ in any way is replaced;
- * a job whose `analyses` or `create_body` differ is replaced by a new job,
+ * `alias_template`). A stream whose settings differ in any way is replaced.
+ * A job whose `analyses` or `create_body` differ is replaced by a new job,
  * because a job's analyses are fixed when it is created.
  */
 import { isDeepStrictEqual } from 'node:util';
@@ -35,7 +35,7 @@ export interface ReloadPlan {
   needsRestart: string[];
 }
 
-/** What the plan needs to know about the running jobs. */
+/** Running jobs, as far as the plan depends on them. */
 export interface RunningJobView {
   /** Aliases this job has streamed, including ended ones, which the API does not let reopen. */
   usedAliases(jobName: string): ReadonlySet<string>;

@@ -51,7 +51,7 @@ function openUnixDatagramSocket(): UnixDatagramSocket {
 /**
  * Sends READY, RELOADING, STOPPING, STATUS and WATCHDOG notifications to
  * systemd. A failed send is logged and never thrown: the agent keeps
- * streaming even when the service manager cannot be told.
+ * streaming even when the service manager cannot receive notifications.
  */
 export class SystemdNotifier {
   /** Path of the notification socket, or undefined outside a `Type=notify` unit. */

@@ -176,6 +176,28 @@ describe('metrics endpoint', () => {
     assert.ok(lines.some((line) => line.startsWith(`rtp metered phone on 127.0.0.1:${rtpPort}: 21 datagrams`)), `no RTP line in:\n${status.stdout()}`);
   });
 
+  it('status --watch redraws until SIGINT', async () => {
+    const watch = startCli(['status', '--url', baseUrl, '--watch', '--interval-ms', '200']);
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if ((watch.stdout().match(/^modulate-agent /gm) ?? []).length >= 3) {
+            watch.child.stdout?.off('data', check);
+            resolve();
+          }
+        };
+        watch.child.stdout?.on('data', check);
+        check();
+      }),
+      20_000,
+      'three status screens',
+    );
+    watch.child.kill('SIGINT');
+    const { code } = await withTimeout(watch.exited, 10_000, 'status --watch to exit');
+
+    assert.equal(code, 0, watch.stderr());
+  });
+
   it('status reports an unreachable agent', async () => {
     const url = `http://127.0.0.1:${await closedTcpPort()}`;
     const status = startCli(['status', '--url', url]);
