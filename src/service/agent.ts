@@ -1,16 +1,16 @@
 import { systemClock, type Clock } from '../clock.ts';
 import { loadConfig } from '../config/load-config.ts';
-import type { AgentConfig, JobConfig } from '../config/types.ts';
-import { AgentError, EXIT_CONFIG, JobsApiError, StreamClosedError } from '../errors.ts';
+import type { AgentConfig } from '../config/types.ts';
+import { AgentError, EXIT_CONFIG, JobsApiError, type StreamClosedError } from '../errors.ts';
 import type { JobSummary } from '../jobs/job-session.ts';
 import { JobsClient } from '../jobs/jobs-client.ts';
 import type { Logger } from '../logger.ts';
 import { AgentMetrics } from './agent-metrics.ts';
 import type { AgentPhase, AgentSnapshot } from './agent-snapshot.ts';
-import { JobRunner } from './job-runner.ts';
+import { JobFleet } from './job-fleet.ts';
 import { MetricsServer } from './metrics-server.ts';
 import { readBootId, recoverOrphanedJobs } from './orphan-recovery.ts';
-import { planReload, type ReloadPlan } from './reload-plan.ts';
+import { planReload } from './reload-plan.ts';
 import { StateFile } from './state-file.ts';
 import { SystemdNotifier } from './systemd-notifier.ts';
 
@@ -53,11 +53,7 @@ export class Agent {
   private readonly client: JobsClient;
   private readonly clock: Clock;
   private readonly notifier: SystemdNotifier;
-  private readonly runners = new Map<string, JobRunner>();
-  /** Runners of jobs removed or replaced by a reload, kept for the exit summary. */
-  private readonly retiredRunners: JobRunner[] = [];
-  /** Finalizations of removed or replaced jobs that run in the background. */
-  private readonly backgroundWork = new Set<Promise<void>>();
+  private readonly fleet: JobFleet;
   private readonly startedAtMs = Date.now();
   private phase: AgentPhase = 'starting';
   private readonly shutdownController = new AbortController();
@@ -88,6 +84,28 @@ export class Agent {
       requestTimeoutMs: api.request_timeout_ms,
       logger: options.logger,
     });
+    this.fleet = new JobFleet({
+      client: this.client,
+      logger: options.logger,
+      clock: this.clock,
+      version: options.version,
+      ...(options.resultsOutput === undefined ? {} : { resultsOutput: options.resultsOutput }),
+      settings: () => this.config,
+      onFatal: (error) => this.onFatal(error),
+      onJobCreated: (job, jobId) =>
+        this.recordState(() =>
+          this.stateFile?.add({
+            job_id: jobId,
+            name: job.name,
+            base_url: this.config.api.base_url,
+            created_at: new Date().toISOString(),
+            pid: process.pid,
+            ...optionalBootId(),
+          }),
+        ),
+      onJobFinalized: (jobId) => this.recordState(() => this.stateFile?.remove(jobId)),
+      onFailure: (error) => this.recordFailure(error),
+    });
   }
 
   /** Runs until every finite source has ended or shutdown() is called; returns the exit code. */
@@ -100,7 +118,7 @@ export class Agent {
       await this.startMetricsServer();
       await this.startRecovery();
       for (const job of config.jobs) {
-        await this.startRunner(job);
+        await this.fleet.start(job, this.shutdownController.signal);
       }
       this.phase = 'running';
       this.startStatsTimer();
@@ -130,16 +148,9 @@ export class Agent {
       return;
     }
     this.shutdown(reason);
-    const unfinished = this.allRunners().map((runner) => ({
-      job: runner.name,
-      jobId: runner.jobId,
-      aliases: runner.session.unfinishedAliases(),
-    }));
-    this.log.warn({ reason, unfinished }, 'aborting; jobs are left unfinalized');
+    this.log.warn({ reason, unfinished: this.fleet.unfinished() }, 'aborting; jobs are left unfinalized');
     this.abortController.abort(new Error(reason));
-    for (const runner of this.allRunners()) {
-      runner.abort(reason);
-    }
+    this.fleet.abort(reason);
   }
 
   /**
@@ -173,11 +184,11 @@ export class Agent {
   }
 
   summaries(): JobSummary[] {
-    return this.allRunners().map((runner) => runner.session.summary());
+    return this.fleet.summaries();
   }
 
   snapshot(): AgentSnapshot {
-    const jobs = [...this.runners.values()].map((runner) => runner.snapshot());
+    const jobs = this.fleet.snapshot();
     const running = this.phase === 'running' || this.phase === 'reloading';
     return {
       version: this.options.version,
@@ -189,10 +200,6 @@ export class Agent {
       configFile: this.config.file,
       jobs,
     };
-  }
-
-  private allRunners(): JobRunner[] {
-    return [...this.retiredRunners, ...this.runners.values()];
   }
 
   private async startMetricsServer(): Promise<void> {
@@ -238,7 +245,7 @@ export class Agent {
     if (entries.length === 0) {
       return;
     }
-    this.track(
+    this.fleet.track(
       recoverOrphanedJobs({
         stateFile,
         entries,
@@ -251,45 +258,6 @@ export class Agent {
         signal: this.abortController.signal,
       }).then(() => undefined),
     );
-  }
-
-  private createRunner(job: JobConfig): JobRunner {
-    const { service, api } = this.config;
-    return new JobRunner({
-      job,
-      client: this.client,
-      logger: this.options.logger,
-      clock: this.clock,
-      version: this.options.version,
-      resultsDir: service.results_dir,
-      finalizeTimeoutMs: service.finalize_timeout_ms,
-      statsIntervalMs: service.stats_interval_ms,
-      onFatal: (error) => this.onFatal(error),
-      onCreated: async (jobId) => {
-        await this.recordState(() =>
-          this.stateFile?.add({
-            job_id: jobId,
-            name: job.name,
-            base_url: api.base_url,
-            created_at: new Date().toISOString(),
-            pid: process.pid,
-            ...optionalBootId(),
-          }),
-        );
-      },
-      onFinalized: async (jobId) => {
-        await this.recordState(() => this.stateFile?.remove(jobId));
-      },
-      ...(this.options.resultsOutput === undefined ? {} : { resultsOutput: this.options.resultsOutput }),
-    });
-  }
-
-  /** Creates a job and starts its streams; the runner is registered first, so that shutdown finds it. */
-  private async startRunner(job: JobConfig): Promise<JobRunner> {
-    const runner = this.createRunner(job);
-    this.runners.set(job.name, runner);
-    await runner.start(this.shutdownController.signal);
-    return runner;
   }
 
   /** Runs a state file update; a failure is logged, because streaming matters more than recovery. */
@@ -305,11 +273,9 @@ export class Agent {
   private async notifyWhenReady(): Promise<void> {
     const signal = this.shutdownController.signal;
     await new Promise<void>((resolve) => {
-      const unsubscribers: Array<() => void> = [];
+      let unsubscribe = (): void => undefined;
       const finish = (): void => {
-        for (const unsubscribe of unsubscribers) {
-          unsubscribe();
-        }
+        unsubscribe();
         signal.removeEventListener('abort', finish);
         resolve();
       };
@@ -318,18 +284,16 @@ export class Agent {
           finish();
         }
       };
-      for (const runner of this.runners.values()) {
-        unsubscribers.push(runner.onStreamStateChange(check));
-      }
+      unsubscribe = this.fleet.onStreamStateChange(check);
       signal.addEventListener('abort', finish, { once: true });
       check();
     });
     if (signal.aborted) {
       return;
     }
-    const aliases = [...this.runners.values()].reduce((sum, runner) => sum + runner.session.aliases.length, 0);
-    this.notifier.ready(`streaming ${aliases} aliases in ${this.runners.size} jobs`);
-    this.log.info({ jobs: this.runners.size, aliases }, 'agent ready');
+    const aliases = this.fleet.aliasCount();
+    this.notifier.ready(`streaming ${aliases} aliases in ${this.fleet.size} jobs`);
+    this.log.info({ jobs: this.fleet.size, aliases }, 'agent ready');
   }
 
   private async applyReload(next: AgentConfig | undefined): Promise<boolean> {
@@ -351,9 +315,7 @@ export class Agent {
         this.log.error({ err: error, configFile: file }, 'config reload rejected; the running config stays');
         return false;
       }
-      const plan = planReload(this.config, loaded, {
-        usedAliases: (name) => new Set(this.runners.get(name)?.session.aliases ?? []),
-      });
+      const plan = planReload(this.config, loaded, { usedAliases: (name) => this.fleet.usedAliases(name) });
       if (plan.problems.length > 0) {
         this.log.error({ configFile: file, problems: plan.problems }, 'config reload rejected; the running config stays');
         return false;
@@ -372,7 +334,7 @@ export class Agent {
           log_level: this.config.service.log_level,
         },
       };
-      await this.applyPlan(plan);
+      await this.fleet.applyPlan(plan, { start: this.shutdownController.signal, finalize: this.abortController.signal });
       this.log.info(
         { configFile: file, changes: plan.jobs.map((change) => `${change.action} ${change.name}`) },
         plan.jobs.length === 0 ? 'config reloaded; no job or stream changed' : 'config reloaded',
@@ -388,65 +350,6 @@ export class Agent {
     }
   }
 
-  private async applyPlan(plan: ReloadPlan): Promise<void> {
-    for (const change of plan.jobs) {
-      switch (change.action) {
-        case 'remove':
-          await this.retireRunner(change.name);
-          break;
-        case 'replace':
-          await this.retireRunner(change.name);
-          await this.startRunnerAfterReload(change.config);
-          break;
-        case 'add':
-          await this.startRunnerAfterReload(change.config);
-          break;
-        case 'update':
-          await this.runners.get(change.name)?.applyStreamChanges(change.config, change.streams);
-          break;
-      }
-    }
-  }
-
-  /** Ends a job's streams now and finalizes it in the background. */
-  private async retireRunner(name: string): Promise<void> {
-    const runner = this.runners.get(name);
-    if (runner === undefined) {
-      return;
-    }
-    this.runners.delete(name);
-    this.retiredRunners.push(runner);
-    this.log.info({ job: name, jobId: runner.jobId }, 'job removed by reload; ending its streams and finalizing it');
-    await runner.endStreams();
-    this.track(this.finalizeRunner(runner, this.abortController.signal));
-  }
-
-  private async startRunnerAfterReload(job: JobConfig): Promise<void> {
-    try {
-      const runner = await this.startRunner(job);
-      this.log.info({ job: job.name, jobId: runner.jobId }, 'job added by reload');
-    } catch (error) {
-      this.log.error({ err: error, job: job.name }, 'starting a job added by reload failed');
-    }
-  }
-
-  private track(work: Promise<void>): void {
-    this.backgroundWork.add(work);
-    void work.finally(() => this.backgroundWork.delete(work));
-  }
-
-  private async finalizeRunner(runner: JobRunner, signal: AbortSignal): Promise<void> {
-    try {
-      await runner.finalize(signal);
-    } catch (error) {
-      if (signal.aborted) {
-        return;
-      }
-      this.log.error({ err: error, job: runner.name, jobId: runner.jobId }, 'finalizing the job failed');
-      this.recordFailure(error);
-    }
-  }
-
   /** Resolves on shutdown, on a fatal error, or once every source has ended on its own. */
   private async waitForEnd(): Promise<void> {
     const shutdownRequested = new Promise<'shutdown'>((resolve) => {
@@ -455,9 +358,7 @@ export class Agent {
     for (;;) {
       const generation = this.reloadGeneration;
       // An RTP receiver ends only when its socket fails; until then it may open more aliases.
-      const sourcesEnded = Promise.all([...this.runners.values()].map((runner) => runner.sourcesEnded())).then(
-        () => 'ended' as const,
-      );
+      const sourcesEnded = this.fleet.sourcesEnded().then(() => 'ended' as const);
       const reloaded = new Promise<'reloaded'>((resolve) => {
         this.wakeWaitForEnd = () => resolve('reloaded');
       });
@@ -487,19 +388,7 @@ export class Agent {
 
     const work = (async () => {
       await this.reloadChain;
-      await Promise.all([
-        ...[...this.runners.values()].map(async (runner) => {
-          try {
-            await runner.endStreams();
-          } catch (error) {
-            this.log.error({ err: error, job: runner.name, jobId: runner.jobId }, 'ending the streams failed');
-          }
-          // Finalizing is tried even after a credential failure: a quota
-          // refusal on one stream still lets the job finalize and report.
-          await this.finalizeRunner(runner, signal);
-        }),
-        ...this.backgroundWork,
-      ]);
+      await this.fleet.endAndFinalize(signal);
     })();
     const aborted = new Promise<'aborted'>((resolve) => {
       if (signal.aborted) {
@@ -562,11 +451,7 @@ export class Agent {
 
   private startStatsTimer(): void {
     const tick = (): void => {
-      for (const runner of this.runners.values()) {
-        for (const summary of runner.session.summary().aliases) {
-          this.log.info({ job: runner.name, jobId: runner.jobId, ...summary }, 'stream stats');
-        }
-      }
+      this.fleet.logStreamStats();
       this.statsTimer = this.clock.setTimeout(tick, this.config.service.stats_interval_ms);
       this.statsTimer.unref();
     };
