@@ -26,7 +26,7 @@ export interface JobFleetOptions {
   /** A job was created on the server; it must be recorded for crash recovery. */
   onJobCreated: (job: JobConfig, jobId: string) => Promise<void>;
   onJobFinalized: (jobId: string) => Promise<void>;
-  /** Finalizing a job failed; the agent's exit code should say so. */
+  /** Finalizing a job failed, which the agent's exit code must report. */
   onFailure: (error: unknown) => void;
 }
 

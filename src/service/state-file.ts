@@ -47,9 +47,11 @@ export class StateFile {
   }
 
   /**
-   * Reads the file and returns its entries; a missing file has none.
+   * Reads the file and returns its entries; a missing file has none. A file
+   * that is not a state file is renamed to `state.json.invalid`, so that the
+   * next write does not destroy what an operator may want to inspect.
    *
-   * @throws AgentError `ERR_STATE_FILE` when the file exists but is not a state file.
+   * @throws AgentError `ERR_STATE_FILE` when the file cannot be read or is not a state file.
    */
   async load(): Promise<StateJobEntry[]> {
     let text: string;
@@ -62,9 +64,18 @@ export class StateFile {
       }
       throw new AgentError('ERR_STATE_FILE', `cannot read state file ${this.path}: ${(error as Error).message}`, { cause: error });
     }
-    const jobs = parseStateDocument(text, this.path);
-    this.entries = new Map(jobs.map((entry) => [entry.job_id, entry]));
-    return jobs;
+    const parsed = parseStateDocument(text);
+    if (typeof parsed === 'string') {
+      const invalidPath = `${this.path}.invalid`;
+      await rename(this.path, invalidPath).catch(() => undefined);
+      this.entries = new Map();
+      throw new AgentError(
+        'ERR_STATE_FILE',
+        `state file ${this.path} ${parsed}; moved it to ${invalidPath}, so jobs it listed are not recovered (check them with modulate-agent jobs list)`,
+      );
+    }
+    this.entries = new Map(parsed.map((entry) => [entry.job_id, entry]));
+    return parsed;
   }
 
   get jobs(): StateJobEntry[] {
@@ -116,19 +127,17 @@ export class StateFile {
   }
 }
 
-function parseStateDocument(text: string, path: string): StateJobEntry[] {
+/** Returns the valid entries of a state document, or why the text is not one. */
+function parseStateDocument(text: string): StateJobEntry[] | string {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new AgentError(
-      'ERR_STATE_FILE',
-      `state file ${path} is not valid JSON (${(error as Error).message}); move it aside to start without recovery`,
-    );
+    return `is not valid JSON (${(error as Error).message})`;
   }
   const jobs = (parsed as { jobs?: unknown } | null)?.jobs;
   if (!Array.isArray(jobs)) {
-    throw new AgentError('ERR_STATE_FILE', `state file ${path} has no "jobs" list; move it aside to start without recovery`);
+    return 'has no "jobs" list';
   }
   return jobs.filter(isStateJobEntry);
 }

@@ -38,8 +38,11 @@ describe('state file', () => {
     await assert.rejects(state.load(), (error: Error & { code?: string }) => {
       assert.equal(error.code, 'ERR_STATE_FILE');
       assert.match(error.message, /state\.json is not valid JSON/);
+      assert.match(error.message, /moved it to .*state\.json\.invalid/);
       return true;
     });
+    assert.deepEqual(await readdir(dir), ['state.json.invalid']);
+    assert.equal(await readFile(join(dir, 'state.json.invalid'), 'utf8'), '{"jobs": [');
   });
 
   it('malformed entries are skipped', async () => {
