@@ -47,6 +47,7 @@ export async function resolveStatusUrl(args: Pick<StatusArgs, 'url' | 'config'>,
   if (args.config === undefined) {
     return DEFAULT_STATUS_URL;
   }
+
   let text: string;
   try {
     text = await readFile(args.config, 'utf8');
@@ -62,6 +63,7 @@ export async function resolveStatusUrl(args: Pick<StatusArgs, 'url' | 'config'>,
       EXIT_CONFIG,
     );
   }
+
   const { host, port } = parseListenAddress(listen);
   // A wildcard listener is reached on loopback.
   let reachableHost = host;

@@ -133,7 +133,7 @@ export class JobSession extends EventEmitter<{
 
   /**
    * Stops one alias's source and closes its stream without end-of-stream,
-   * then forgets the alias, so that a new stream can continue it: the server
+   * then removes the alias from the session, so that a new stream can continue it: the server
    * appends a later connection's audio to an alias that has not ended.
    * Audio still queued for the alias is dropped and counted.
    */

@@ -1,5 +1,5 @@
 /**
- * What a config reload changes: compares the running config with the new
+ * Planning of a config reload: compares the running config with the new
  * one, job by job and stream by stream, and lists the changes that cannot
  * be applied while the agent runs.
  *

@@ -1,9 +1,9 @@
 /**
  * Checks the unit files in systemd/ with `systemd-analyze verify`, which
  * parses them as systemd would load them. verify also requires the ExecStart
- * binary to exist, so the test checks copies whose `/usr/bin/node
+ * binary to exist. So the test checks copies in which `/usr/bin/node
  * /opt/modulate-agent/dist/cli/main.js` is rewritten to this machine's node
- * and this repository; every other line is verified as shipped.
+ * and this repository, and every other line is verified as shipped.
  */
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
