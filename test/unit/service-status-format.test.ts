@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
+import { DEFAULT_STATUS_URL, resolveStatusUrl } from '../../src/cli/status-command.ts';
 import { formatLevelMeter, formatStatus } from '../../src/cli/status-format.ts';
 import type { AgentSnapshot, AliasSnapshot } from '../../src/service/agent-snapshot.ts';
 import { isAliasReady } from '../../src/service/agent-snapshot.ts';
+import { makeTempDir, writeConfig } from '../helpers/tools.ts';
 
 function alias(overrides: Partial<AliasSnapshot>): AliasSnapshot {
   return {
@@ -73,5 +76,41 @@ describe('status format', () => {
     assert.equal(isAliasReady('idle', false, 'running'), false);
     assert.equal(isAliasReady('closed', false, 'done'), true);
     assert.equal(isAliasReady('closed', false, 'stop_stream'), false);
+  });
+});
+
+describe('status URL', () => {
+  it('url flag wins', async () => {
+    assert.equal(await resolveStatusUrl({ url: 'http://127.0.0.1:1234/' }), 'http://127.0.0.1:1234');
+  });
+
+  it('default without config', async () => {
+    assert.equal(await resolveStatusUrl({}), DEFAULT_STATUS_URL);
+  });
+
+  it('config listen address, wildcards on loopback', async () => {
+    const dir = await makeTempDir('status-url-');
+    const cases: Array<[string, string]> = [
+      ['127.0.0.1:9464', 'http://127.0.0.1:9464'],
+      ['0.0.0.0:9000', 'http://127.0.0.1:9000'],
+      ['"[::]:9001"', 'http://[::1]:9001'],
+      ['"[::1]:9002"', 'http://[::1]:9002'],
+      ['${METRICS_LISTEN}', 'http://127.0.0.1:9003'],
+    ];
+    for (const [listen, expected] of cases) {
+      // The API key file does not exist: status reads only service.metrics_listen.
+      const config = await writeConfig(
+        dir,
+        `api:\n  account_id: a\n  api_key_file: ${join(dir, 'absent')}\njobs: []\nservice:\n  metrics_listen: ${listen}\n`,
+      );
+      assert.equal(await resolveStatusUrl({ config }, { METRICS_LISTEN: '127.0.0.1:9003' }), expected, listen);
+    }
+  });
+
+  it('config without metrics_listen is an error', async () => {
+    const dir = await makeTempDir('status-url-');
+    const config = await writeConfig(dir, 'api:\n  account_id: a\n');
+
+    await assert.rejects(resolveStatusUrl({ config }), /has no service\.metrics_listen/);
   });
 });
