@@ -2,18 +2,24 @@
  * API settings of the commands that call the Jobs API directly (`jobs`,
  * `submit`). They come from one of two places:
  *
- * - `--config FILE`: the agent's own config, validated as `run` validates it,
- *   so the command talks to the account the daemon uses;
+ * - `--config FILE`: the agent's config, or a file with only its `api`
+ *   section. Only `api` is read and validated, so the command talks to the
+ *   account the daemon uses even when another section has a problem;
  * - otherwise flags and the environment: `--base-url` or `MODULATE_BASE_URL`
  *   (default https://api.modulate.ai), `--account-id` or `MODULATE_ACCOUNT_ID`,
  *   and the key from `--api-key-file`, `MODULATE_API_KEY_FILE` or
  *   `MODULATE_API_KEY`. The key is never a flag, because other users can read
  *   a process's arguments.
  */
-import { formatConfigError } from '../config/check-config-command.ts';
-import { loadConfig } from '../config/load-config.ts';
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+
+import { parseDocument } from 'yaml';
+
+import { interpolateDocument } from '../config/interpolate-env.ts';
 import { checkApiKeyText, readApiKeyFile, readSecretFileFromDisk } from '../config/read-api-key.ts';
-import { AgentError, ConfigError, EXIT_CONFIG, JobsApiError } from '../errors.ts';
+import { apiSchema } from '../config/schema.ts';
+import { AgentError, EXIT_CONFIG, JobsApiError } from '../errors.ts';
 import { JobsClient } from '../jobs/jobs-client.ts';
 import { DEFAULT_BASE_URL } from '../jobs/protocol.ts';
 import type { Logger } from '../logger.ts';
@@ -57,21 +63,7 @@ export async function resolveApiSettings(args: ApiSettingsArgs, env: NodeJS.Proc
     if (args.baseUrl !== undefined || args.accountId !== undefined || args.apiKeyFile !== undefined) {
       throw new CommandError('--config sets the API settings; drop --base-url, --account-id and --api-key-file, or drop --config', EXIT_CONFIG);
     }
-    try {
-      const { api } = await loadConfig(args.config, env);
-      return {
-        baseUrl: api.base_url,
-        accountId: api.account_id,
-        apiKey: api.api_key,
-        auth: api.auth,
-        requestTimeoutMs: api.request_timeout_ms,
-      };
-    } catch (error) {
-      if (error instanceof ConfigError) {
-        throw new CommandError(formatConfigError(error), EXIT_CONFIG, { cause: error });
-      }
-      throw error;
-    }
+    return loadApiSection(args.config, env);
   }
 
   const baseUrl = args.baseUrl ?? nonEmpty(env['MODULATE_BASE_URL']) ?? DEFAULT_BASE_URL;
@@ -102,6 +94,56 @@ export async function resolveApiSettings(args: ApiSettingsArgs, env: NodeJS.Proc
     apiKey = fromEnv;
   }
   return { baseUrl, accountId, apiKey, auth: 'basic', requestTimeoutMs: 10_000 };
+}
+
+/**
+ * Reads the `api` section of a config file: `${VAR}` references expanded,
+ * validated with the agent's schema, `api_key_file` resolved against the
+ * file's folder and read.
+ */
+async function loadApiSection(file: string, env: NodeJS.ProcessEnv): Promise<ApiSettings> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new CommandError(`cannot read config file ${file}: ${(error as Error).message}; check the path`, EXIT_CONFIG);
+  }
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) {
+    throw new CommandError(`${file}: invalid YAML: ${doc.errors[0]?.message.split('\n')[0] ?? ''}`, EXIT_CONFIG);
+  }
+  const problems = interpolateDocument(doc, env).filter((problem) => problem.keyPath[0] === 'api');
+  if (problems.length > 0) {
+    throw new CommandError(problems.map((problem) => `${file}: ${problem.keyPath.join('.')}: ${problem.message}`).join('\n'), EXIT_CONFIG);
+  }
+  const parsed = apiSchema.safeParse((doc.toJS() as { api?: unknown } | null)?.api);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `${file}: api${issue.path.map((key) => `.${String(key)}`).join('')}: ${issue.message}`);
+    throw new CommandError(lines.join('\n'), EXIT_CONFIG);
+  }
+  const api = parsed.data;
+  let apiKey: string;
+  if (api.api_key_file !== undefined) {
+    const keyFile = isAbsolute(api.api_key_file) ? api.api_key_file : resolve(dirname(resolve(file)), api.api_key_file);
+    const result = await readApiKeyFile(keyFile, readSecretFileFromDisk);
+    if (!result.ok) {
+      throw new CommandError(`${file}: api.api_key_file: ${result.message}`, EXIT_CONFIG);
+    }
+    apiKey = result.apiKey;
+  } else {
+    apiKey = api.api_key ?? '';
+    const problem = checkApiKeyText(apiKey, 'api.api_key');
+    if (problem !== undefined) {
+      throw new CommandError(`${file}: ${problem}`, EXIT_CONFIG);
+    }
+  }
+  return {
+    baseUrl: api.base_url,
+    accountId: api.account_id,
+    apiKey,
+    auth: api.auth,
+    requestTimeoutMs: api.request_timeout_ms,
+  };
 }
 
 /** Creates a client for a command: fewer retries than the daemon, so that a wrong URL fails in seconds. */

@@ -15,7 +15,8 @@ function withApiOptions<T>(command: Argv<T>) {
     .option('config', {
       alias: 'c',
       type: 'string',
-      describe: "Agent config whose api settings to use; otherwise MODULATE_BASE_URL, MODULATE_ACCOUNT_ID and MODULATE_API_KEY_FILE or MODULATE_API_KEY",
+      describe:
+        'Config whose api section to use (the agent\'s, or one with only api); otherwise MODULATE_BASE_URL, MODULATE_ACCOUNT_ID and MODULATE_API_KEY_FILE or MODULATE_API_KEY',
     })
     .option('base-url', { type: 'string', describe: 'Base URL of the Jobs API (overrides MODULATE_BASE_URL)' })
     .option('account-id', { type: 'string', describe: 'Account ID (overrides MODULATE_ACCOUNT_ID)' })

@@ -124,6 +124,26 @@ describe('jobs and submit commands', () => {
     assert.match(result.stdout, /^JOB ID/);
   });
 
+  it('jobs list takes an api-only config', async () => {
+    const config = await writeConfig(
+      dir,
+      `api:\n  base_url: \${TEST_BASE_URL}\n  account_id: emulator\n  api_key_file: api_key\n`,
+      'api-only.yaml',
+    );
+    const result = await cli(['jobs', 'list', '--config', config], { TEST_BASE_URL: emulator.baseUrl, MODULATE_API_KEY: '' });
+
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /^JOB ID/);
+  });
+
+  it('invalid api config exits 78', async () => {
+    const config = await writeConfig(dir, 'api:\n  base_url: ftp://nowhere\n  account_id: emulator\n  api_key: k\n', 'bad-api.yaml');
+    const result = await cli(['jobs', 'list', '--config', config]);
+
+    assert.equal(result.code, 78);
+    assert.match(result.stderr, /bad-api\.yaml: api\.base_url: /);
+  });
+
   it('jobs list without settings exits 78', async () => {
     const result = await cli(['jobs', 'list'], { MODULATE_ACCOUNT_ID: '', MODULATE_API_KEY: undefined });
 
