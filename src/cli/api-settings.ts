@@ -108,19 +108,23 @@ async function loadApiSection(file: string, env: NodeJS.ProcessEnv): Promise<Api
   } catch (error) {
     throw new CommandError(`cannot read config file ${file}: ${(error as Error).message}; check the path`, EXIT_CONFIG);
   }
+
   const doc = parseDocument(text);
   if (doc.errors.length > 0) {
     throw new CommandError(`${file}: invalid YAML: ${doc.errors[0]?.message.split('\n')[0] ?? ''}`, EXIT_CONFIG);
   }
+
   const problems = interpolateDocument(doc, env).filter((problem) => problem.keyPath[0] === 'api');
   if (problems.length > 0) {
     throw new CommandError(problems.map((problem) => `${file}: ${problem.keyPath.join('.')}: ${problem.message}`).join('\n'), EXIT_CONFIG);
   }
+
   const parsed = apiSchema.safeParse((doc.toJS() as { api?: unknown } | null)?.api);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((issue) => `${file}: api${issue.path.map((key) => `.${String(key)}`).join('')}: ${issue.message}`);
     throw new CommandError(lines.join('\n'), EXIT_CONFIG);
   }
+
   const api = parsed.data;
   let apiKey: string;
   if (api.api_key_file !== undefined) {
@@ -137,6 +141,7 @@ async function loadApiSection(file: string, env: NodeJS.ProcessEnv): Promise<Api
       throw new CommandError(`${file}: ${problem}`, EXIT_CONFIG);
     }
   }
+
   return {
     baseUrl: api.base_url,
     accountId: api.account_id,
