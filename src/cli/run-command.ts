@@ -4,6 +4,7 @@ import type { AgentConfig } from '../config/types.ts';
 import { ConfigError, EXIT_CONFIG } from '../errors.ts';
 import { createLogger, type LogFormat, type Logger } from '../logger.ts';
 import { Agent, EXIT_FAILURE } from '../service/agent.ts';
+import { deviceCaptures } from '../sources/device/device-capture-registry.ts';
 import { AGENT_VERSION } from './version.ts';
 
 export interface RunCommandArgs {
@@ -48,8 +49,16 @@ export async function runAgent(config: AgentConfig, logger: Logger): Promise<num
     }
     agent.abort(`second ${signal}`);
     logger.flush();
-    // Give the flushed log lines a moment to reach the descriptor.
-    setTimeout(() => process.exit(EXIT_FAILURE), 50).unref();
+    // An open sound-device capture blocks a libuv thread, and process.exit()
+    // waits for it forever, so captures are closed first (bounded at 500 ms).
+    const capturesClosed = Promise.race([
+      deviceCaptures.closeAll(),
+      new Promise((resolve) => setTimeout(resolve, 500).unref()),
+    ]);
+    void capturesClosed.finally(() => {
+      // Give the flushed log lines a moment to reach the descriptor.
+      setTimeout(() => process.exit(EXIT_FAILURE), 50).unref();
+    });
   };
   // SIGHUP reloads the config, as `systemctl reload` sends it (ExecReload=kill -HUP $MAINPID).
   const onHangup = (): void => {
