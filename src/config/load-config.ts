@@ -5,7 +5,8 @@
  * Every stage reports all of its problems at once in one
  * `ConfigValidationError`, each with the file, line, column and key path.
  */
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
 import { LineCounter, parseDocument, type Document, type YAMLError } from 'yaml';
@@ -16,7 +17,7 @@ import { interpolateDocument } from './interpolate-env.ts';
 import { checkApiKeyText, readApiKeyFile, readSecretFileFromDisk, type ReadSecretFile } from './read-api-key.ts';
 import { checkResolvedJobs, mergeJobs, resolveRelativePaths } from './resolve-streams.ts';
 import { validateConfigObject } from './schema-issues.ts';
-import type { AgentConfig } from './types.ts';
+import type { AgentConfig, JobConfig } from './types.ts';
 import { formatKeyPath, locateKeyPath, type KeyPath } from './yaml-locations.ts';
 
 export interface ParseConfigOptions {
@@ -28,6 +29,8 @@ export interface ParseConfigOptions {
   readSecretFile?: ReadSecretFile;
   /** Folder that relative paths are resolved against; the file's folder, else the working folder. */
   baseDir?: string;
+  /** Checks that every file source can be read, so a wrong path fails before any job is created. */
+  checkSourceFiles?: boolean;
 }
 
 /** Aliases (`*name`) that a config may expand; a guard against "billion laughs" documents. */
@@ -113,6 +116,10 @@ export async function parseConfigText(text: string, options: ParseConfigOptions 
   const raw = resolveRelativePaths(validation.config, baseDir);
   const jobs = mergeJobs(raw);
   const problems = checkResolvedJobs(raw, jobs).map((problem) => locate(problem.keyPath, problem.message));
+  if (options.checkSourceFiles === true) {
+    const fileProblems = await checkSourceFiles(jobs);
+    problems.push(...fileProblems.map((problem) => locate(problem.keyPath, problem.message)));
+  }
 
   let apiKey = '';
   if (raw.api.api_key_file !== undefined) {
@@ -143,6 +150,36 @@ export async function parseConfigText(text: string, options: ParseConfigOptions 
   };
 }
 
+/** Finds file sources whose file is missing, unreadable or not a regular file. */
+async function checkSourceFiles(jobs: readonly JobConfig[]): Promise<Array<{ keyPath: KeyPath; message: string }>> {
+  const problems: Array<{ keyPath: KeyPath; message: string }> = [];
+  for (const [jobIndex, job] of jobs.entries()) {
+    for (const [streamIndex, stream] of job.streams.entries()) {
+      if (stream.source.type !== 'file') {
+        continue;
+      }
+      const { path } = stream.source;
+      const keyPath: KeyPath = ['jobs', jobIndex, 'streams', streamIndex, 'source', 'path'];
+      try {
+        await access(path, constants.R_OK);
+        if (!(await stat(path)).isFile()) {
+          problems.push({ keyPath, message: `${path} is not a regular file; give the path of a WAV file` });
+        }
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        problems.push({
+          keyPath,
+          message:
+            code === 'ENOENT'
+              ? `file ${path} not found; check the path (relative paths start from the config file's folder)`
+              : `cannot read file ${path} (${code ?? String(error)}); make it readable by the agent's user`,
+        });
+      }
+    }
+  }
+  return problems;
+}
+
 /**
  * Reads, parses and validates the config file at `file`. Throws
  * `ConfigError` when the file cannot be read and `ConfigValidationError`
@@ -159,5 +196,5 @@ export async function loadConfig(
   } catch (error) {
     throw new ConfigError(describeFileError(file, error), { file, cause: error });
   }
-  return parseConfigText(text, { ...options, file, env });
+  return parseConfigText(text, { checkSourceFiles: true, ...options, file, env });
 }

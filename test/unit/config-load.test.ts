@@ -327,6 +327,23 @@ describe('config files and paths', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('reports missing source file', async () => {
+    const file = join(dir, 'missing-wav.yaml');
+    await writeFile(file, `${VALID}      - alias: replay\n        source: {type: file, path: absent.wav}\n`);
+    await assert.rejects(loadConfig(file, {}), (error: unknown) => {
+      assert.ok(error instanceof ConfigValidationError);
+      assert.equal(error.problems[0]?.keyPath, 'jobs[0].streams[1].source.path');
+      assert.match(error.message, new RegExp(`file ${join(dir, 'absent.wav')} not found; check the path`));
+      return true;
+    });
+  });
+
+  it('reports source path that is a folder', async () => {
+    const file = join(dir, 'folder-wav.yaml');
+    await writeFile(file, `${VALID}      - alias: replay\n        source: {type: file, path: etc}\n`);
+    await assert.rejects(loadConfig(file, {}), /etc is not a regular file; give the path of a WAV file/);
+  });
+
   it('reports missing config file', async () => {
     const file = join(dir, 'absent.yaml');
     await assert.rejects(loadConfig(file, {}), (error: unknown) => {
@@ -351,7 +368,8 @@ describe('config files and paths', () => {
     const file = join(dir, 'etc', 'agent.yaml');
     await writeFile(file, `${text}service:\n  results_dir: results\n  state_dir: ../state\n`);
 
-    const config = await loadConfig(file, {});
+    // /srv/b.wav does not exist here, so the source-file check is off.
+    const config = await loadConfig(file, {}, { checkSourceFiles: false });
     const sources = config.jobs[0]?.streams.map((stream) => stream.source);
 
     assert.equal(config.file, file);
