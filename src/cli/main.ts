@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-import yargs from 'yargs';
+import { createRequire } from 'node:module';
+
+import type yargsType from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
 import { runCheckConfig } from '../config/check-config-command.ts';
@@ -18,6 +20,10 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace'] as const
 function finish(code: number): void {
   process.exitCode = code;
 }
+
+// yargs' CommonJS build: its ESM build wraps help text at a fixed width and
+// breaks words apart, because it ships a simplified line wrapper there.
+const yargs = createRequire(import.meta.url)('yargs') as typeof yargsType;
 
 await yargs(hideBin(process.argv))
   .scriptName('modulate-agent')
@@ -67,8 +73,8 @@ await yargs(hideBin(process.argv))
           default: false,
           describe: 'Serve POST /_emulator/faults for fault injection (drop, close, refuse, pause, restart)',
         })
-        .option('log-format', { choices: LOG_FORMATS, default: 'pretty' as const })
-        .option('log-level', { choices: LOG_LEVELS, default: 'info' as const }),
+        .option('log-format', { choices: LOG_FORMATS, default: 'pretty' as const, describe: 'json for machines, pretty for humans' })
+        .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'Lowest level of the lines logged' }),
     async (argv) => {
       await runEmulatorCommand({
         port: argv.port,

@@ -86,7 +86,8 @@ export class JobSession extends EventEmitter<{
     if (this.streams.has(spec.alias)) {
       throw new Error(`alias "${spec.alias}" is already streaming in job ${this.name}`);
     }
-    const logger = this.log.child({ jobId, alias: spec.alias });
+    // Built from the root logger: pino repeats a key set by two nested children.
+    const logger = this.options.logger.child({ component: 'stream', job: this.name, jobId, alias: spec.alias });
     const stream = new AliasStream({
       jobId,
       alias: spec.alias,

@@ -184,7 +184,9 @@ export class StreamConnection extends EventEmitter<{
     super();
     this.options = options;
     this.delivery = options.delivery;
-    this.log = (options.logger ?? createSilentLogger()).child({ component: 'stream' });
+    const logger = options.logger ?? createSilentLogger();
+    // pino repeats a key that a parent binding already has, so `component` is added only once.
+    this.log = 'component' in logger.bindings() ? logger : logger.child({ component: 'stream' });
     this.clock = options.clock ?? systemClock;
     this.random = options.random ?? Math.random;
     this.closedPromise = new Promise((resolve) => this.once('closed', resolve));
