@@ -51,6 +51,11 @@ const argv = await yargs(hideBin(process.argv))
     default: '',
     describe: 'More options for the Node of the subject, space-separated, such as "--trace-gc"',
   })
+  .option('resume', {
+    type: 'boolean',
+    default: false,
+    describe: 'Keep the measurements of report.json in --out and measure only the missing points',
+  })
   .option('soak', {
     type: 'boolean',
     default: false,
@@ -103,6 +108,7 @@ try {
     audioFile: argv.audio,
     cpuProfile: argv['cpu-profile'],
     subjectNodeOptions: argv['subject-node-options'].split(' ').filter((option) => option !== ''),
+    resume: argv.resume,
     command: `run-bench ${hideBin(process.argv).join(' ')}`.trim(),
     log: (line) => process.stderr.write(`${line}\n`),
   });

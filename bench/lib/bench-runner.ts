@@ -6,7 +6,7 @@
  * keeps what it measured.
  */
 import { execFile } from 'node:child_process';
-import { access, mkdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -17,6 +17,9 @@ import { median } from './statistics.ts';
 import { SUBJECTS } from './subjects.ts';
 
 const execFileAsync = promisify(execFile);
+
+/** A subject whose run time plus run-queue wait reaches this share of the window wanted a whole CPU, in %. */
+const SATURATED_PERCENT = 90;
 
 export interface BenchOptions {
   repoRoot: string;
@@ -49,6 +52,8 @@ export interface BenchOptions {
   subjectNodeOptions: string[];
   /** The command line, recorded in the report. */
   command: string;
+  /** Keep the measurements of an earlier report.json in `outDir` and measure only the missing points. */
+  resume: boolean;
   log: (line: string) => void;
 }
 
@@ -79,6 +84,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     audio: options.audioFile,
   };
   const report: BenchReport = { startedAt: new Date().toISOString(), finishedAt: undefined, machine, settings, summary: [], measurements: [] };
+  if (options.resume) {
+    const earlier = await readEarlierReport(options.outDir);
+    report.startedAt = earlier?.startedAt ?? report.startedAt;
+    report.measurements = earlier?.measurements ?? [];
+    options.log(`resuming with ${report.measurements.length} earlier measurements`);
+  }
 
   const measurePoint = async (streams: number, subjects: string[]): Promise<Measurement[]> => {
     const point: Measurement[] = [];
@@ -87,6 +98,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const order = [...subjects.slice(shift), ...subjects.slice(0, shift)];
       for (const name of order) {
         const spec = SUBJECTS[name]!;
+        const earlier = report.measurements.find(
+          (entry) => entry.subject === name && entry.streams === streams && entry.run === run && entry.error === undefined,
+        );
+        if (earlier !== undefined) {
+          point.push(earlier);
+          continue;
+        }
         let measurement: Measurement | undefined;
         for (let attempt = 1; attempt <= options.attempts; attempt++) {
           options.log(`measuring ${name} at ${streams} streams, run ${run} of ${options.runs}, attempt ${attempt}`);
@@ -109,7 +127,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             measurement = candidate;
           }
           measurement.attempts = attempt;
-          if (candidate.error === undefined && !(candidate.cpu.subjectRunQueueWaitPercent > options.maxWaitPercent)) {
+          if (candidate.error === undefined && (!isDisturbed(candidate, options.maxWaitPercent) || isSaturated(candidate))) {
             break;
           }
         }
@@ -158,6 +176,27 @@ function stillOnTime(point: Measurement[], subjects: string[]): string[] {
   });
   const baselines = subjects.filter((name) => agents.some((agent) => SUBJECTS[agent]!.baseline === name));
   return subjects.filter((name) => agents.includes(name) || baselines.includes(name));
+}
+
+function isDisturbed(entry: Measurement, maxWaitPercent: number): boolean {
+  return entry.cpu.subjectRunQueueWaitPercent > maxWaitPercent;
+}
+
+/**
+ * True when the subject wanted its whole CPU: the time it ran plus the time
+ * it waited fills the window. Other processes then change how far behind it
+ * falls, not whether it keeps up, so repeating the measurement tells nothing.
+ */
+function isSaturated(entry: Measurement): boolean {
+  return entry.cpu.subjectPercent + entry.cpu.subjectRunQueueWaitPercent >= SATURATED_PERCENT;
+}
+
+async function readEarlierReport(outDir: string): Promise<BenchReport | undefined> {
+  try {
+    return JSON.parse(await readFile(join(outDir, 'report.json'), 'utf8')) as BenchReport;
+  } catch {
+    return undefined;
+  }
 }
 
 /** True when `candidate` succeeded where `kept` failed, or waited less for a CPU. */
