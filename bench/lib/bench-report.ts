@@ -7,8 +7,17 @@
  */
 import type { Measurement } from './measurement.ts';
 import type { MachineInfo } from './proc-stats.ts';
-import { median, round } from './statistics.ts';
+import { linearSlope, median, round } from './statistics.ts';
 import { SUBJECTS } from './subjects.ts';
+
+/** Run time plus run-queue wait of a subject that wanted its whole CPU, in % of the window. */
+export const SATURATED_PERCENT = 90;
+
+/** Smallest baseline RSS per stream that a ratio is taken to, in KiB. */
+const MIN_BASELINE_RSS_KIB = 16;
+
+/** CPU of generator and sink together above which they may delay what they measure, in % of their one CPU. */
+const LOAD_NEAR_LIMIT_PERCENT = 85;
 
 export interface BenchSettingsRecord {
   command: string;
@@ -31,6 +40,18 @@ export interface SummaryRow {
   streams: number;
   /** Measurements without an error. */
   runs: number;
+  /**
+   * True when the subject wanted its whole CPU in the median run (run time
+   * plus run-queue wait of at least 90 % of the window): it could not keep
+   * up, so its CPU per stream is a floor, not its cost.
+   */
+  saturated: boolean;
+  /**
+   * True when the subject kept up: not saturated, at least 99 % of the
+   * expected frames in the window, and under 1 % of them late (a few late
+   * frames come from other processes on a shared machine).
+   */
+  keptUp: boolean;
   /** Measurements taken in all, counting the ones repeated because the subject waited for a CPU. */
   attempts: number;
   cpuPercent: number;
@@ -92,13 +113,14 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       measurements.find(
         (other) => other.subject === baselineName && other.streams === streams && other.run === entry.run && other.error === undefined,
       );
-    const ratio = (pick: (entry: Measurement) => number): number | undefined => {
+    const ratio = (pick: (entry: Measurement) => number, minBaseline = Number.MIN_VALUE): number | undefined => {
       if (baselineName === undefined) {
         return undefined;
       }
       const ratios = ok.flatMap((entry) => {
         const baseline = baselineOf(entry);
-        return baseline === undefined ? [] : [pick(entry) / pick(baseline)];
+        // A baseline near zero (RSS per stream of the relay at few streams is within heap noise) gives no ratio.
+        return baseline === undefined || !(pick(baseline) >= minBaseline) ? [] : [pick(entry) / pick(baseline)];
       });
       return ratios.length === 0 ? undefined : round(median(ratios), 2);
     };
@@ -111,6 +133,7 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       subject,
       streams,
       runs: ok.length,
+      saturated: median(ok.map((entry) => entry.cpu.subjectPercent + entry.cpu.subjectRunQueueWaitPercent)) >= SATURATED_PERCENT,
       attempts: all.reduce((sum, entry) => sum + entry.attempts, 0),
       cpuPercent: medianOf((entry) => entry.cpu.subjectPercent),
       idleCpuPercent: medianOf((entry) => entry.cpu.idlePercent),
@@ -119,7 +142,7 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       idleRssKiB: medianOf((entry) => entry.memory.idleRssKiB, 0),
       steadyRssKiB: medianOf((entry) => entry.memory.steadyRssKiB, 0),
       perStreamKiB: medianOf((entry) => entry.memory.perStreamKiB),
-      perStreamRssRatio: ratio((entry) => entry.memory.perStreamKiB),
+      perStreamRssRatio: ratio((entry) => entry.memory.perStreamKiB, MIN_BASELINE_RSS_KIB),
       driftKiBPerMinute: medianOf((entry) => entry.memory.driftKiBPerMinute),
       frames: medianOf((entry) => entry.latency.frames, 0),
       expectedFrames: medianOf((entry) => entry.latency.expectedFrames, 0),
@@ -137,88 +160,47 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       sinkPercent: medianOf((entry) => entry.cpu.sinkPercent),
       udpDrops: ok.reduce((sum, entry) => sum + entry.load.udpDrops, 0),
       shutdownMs: medianOf((entry) => entry.shutdown.durationMs, 0),
-      problems: all.flatMap((entry) => {
-        if (entry.error !== undefined) {
-          return [`run ${entry.run}: ${entry.error}`];
-        }
-        if (entry.shutdown.exitCode !== 0 || entry.shutdown.timedOut) {
-          return [`run ${entry.run}: exit code ${entry.shutdown.exitCode}${entry.shutdown.timedOut ? ' after a shutdown timeout' : ''}`];
-        }
-        return [];
-      }),
+      problems: all.flatMap((entry) => problemsOf(entry)),
+      keptUp: false,
     });
+    const row = rows[rows.length - 1]!;
+    const windowFrames = row.frames * row.runs;
+    row.keptUp = !row.saturated && row.frames >= 0.99 * row.expectedFrames && row.late < 0.01 * windowFrames;
   }
   return rows.sort((a, b) => a.streams - b.streams || subjectOrder(a.subject) - subjectOrder(b.subject));
+}
+
+/**
+ * Marginal RSS of each subject per stream: the least-squares slope of its
+ * median steady RSS over the stream counts where it kept up, in KiB. Unlike (steady - idle) / streams it is not
+ * thrown off by heap growth that does not depend on the stream count.
+ */
+export function marginalRssPerStream(rows: SummaryRow[]): Array<{ subject: string; kibPerStream: number; streams: number[] }> {
+  const subjects = [...new Set(rows.map((row) => row.subject))];
+  return subjects.map((subject) => {
+    const points = rows.filter((row) => row.subject === subject && row.runs > 0 && row.keptUp);
+    return {
+      subject,
+      kibPerStream: round(linearSlope(points.map((row) => ({ x: row.streams, y: row.steadyRssKiB }))), 1),
+      streams: points.map((row) => row.streams),
+    };
+  });
+}
+
+function problemsOf(entry: Measurement): string[] {
+  const problems: string[] = [];
+  if (entry.error !== undefined) {
+    problems.push(`run ${entry.run}: ${entry.error}`);
+  } else if (entry.shutdown.exitCode !== 0 || entry.shutdown.timedOut) {
+    problems.push(`run ${entry.run}: exit code ${entry.shutdown.exitCode}${entry.shutdown.timedOut ? ' after a shutdown timeout' : ''}`);
+  }
+  if (entry.cpu.generatorPercent + entry.cpu.sinkPercent >= LOAD_NEAR_LIMIT_PERCENT) {
+    problems.push(`run ${entry.run}: generator and sink used ${round(entry.cpu.generatorPercent + entry.cpu.sinkPercent, 0)} % of their CPU; latency includes their queuing`);
+  }
+  return problems;
 }
 
 function subjectOrder(subject: string): number {
   const index = Object.keys(SUBJECTS).indexOf(subject);
   return index === -1 ? Number.MAX_SAFE_INTEGER : index;
-}
-
-/** Renders the report as Markdown tables, one per figure. */
-export function renderMarkdown(report: BenchReport): string {
-  const { machine, settings, summary } = report;
-  const formatNumber = (value: number | undefined, suffix = ''): string =>
-    value === undefined || !Number.isFinite(value) ? 'n/a' : `${value}${suffix}`;
-  const mib = (kib: number): string => formatNumber(round(kib / 1024, 1));
-  const lines: string[] = [];
-  lines.push(`# Benchmark report, ${report.startedAt}`);
-  lines.push('');
-  lines.push(
-    `Machine: ${machine.cpuModel}, ${machine.cpus} CPUs, ${machine.memoryGiB} GiB, Node ${machine.nodeVersion}, Linux ${machine.kernel}, load average ${machine.loadAverage1m} at the start.`,
-  );
-  lines.push(
-    `Settings: ${settings.runs} run(s) per point, ${settings.windowSeconds} s window, ramp ${settings.rampPerSecond} streams/s, settle ${settings.settleSeconds} s, ${settings.phases} ticks per 20 ms slot, late margin ${settings.lateMarginMs} ms, repeated up to ${settings.attempts} times while the subject waited for a CPU over ${settings.maxWaitPercent} % of the window, pinning ${settings.pinning === undefined ? 'off' : `subject on CPU ${settings.pinning.subject}, generator and sink on CPU ${settings.pinning.load}`}.`,
-  );
-  lines.push(`Command: \`${settings.command}\``);
-  lines.push('');
-  lines.push('Subjects:');
-  for (const name of settings.subjects) {
-    lines.push(`- \`${name}\`: ${SUBJECTS[name]?.description ?? 'unknown'}${SUBJECTS[name]?.baseline === undefined ? '' : `; baseline \`${SUBJECTS[name]?.baseline}\``}`);
-  }
-  lines.push('');
-  lines.push('## CPU (median of runs)');
-  lines.push('');
-  lines.push('| subject | streams | runs | CPU, % of one core | idle CPU, % | CPU µs per stream-second | × baseline |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|');
-  for (const row of summary) {
-    lines.push(
-      `| ${row.subject} | ${row.streams} | ${row.runs} | ${formatNumber(row.cpuPercent)} | ${formatNumber(row.idleCpuPercent)} | ${formatNumber(row.microsPerStreamSecond)} | ${formatNumber(row.cpuRatio)} |`,
-    );
-  }
-  lines.push('');
-  lines.push('## Memory (median of runs)');
-  lines.push('');
-  lines.push('| subject | streams | idle RSS, MiB | steady RSS, MiB | KiB per stream | × baseline | drift, KiB/min |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|');
-  for (const row of summary) {
-    lines.push(
-      `| ${row.subject} | ${row.streams} | ${mib(row.idleRssKiB)} | ${mib(row.steadyRssKiB)} | ${formatNumber(row.perStreamKiB)} | ${formatNumber(row.perStreamRssRatio)} | ${formatNumber(row.driftKiBPerMinute)} |`,
-    );
-  }
-  lines.push('');
-  lines.push('## Latency, packet sent to frame received (median of runs; max over runs)');
-  lines.push('');
-  lines.push('| subject | streams | frames / expected | p50, ms | p99, ms | max, ms | p99 − baseline p99, ms | late frames | catch-up after start, ms |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const row of summary) {
-    lines.push(
-      `| ${row.subject} | ${row.streams} | ${row.frames} / ${row.expectedFrames} | ${formatNumber(row.p50Ms)} | ${formatNumber(row.p99Ms)} | ${formatNumber(row.maxMs)} | ${formatNumber(row.p99OverBaselineMs)} | ${row.late} | ${formatNumber(row.catchUpMs)} |`,
-    );
-  }
-  lines.push('');
-  lines.push('## Load health (generator and sink must not be the bottleneck)');
-  lines.push('');
-  lines.push(
-    '| subject | streams | attempts | subject waited for CPU, % | generator CPU % | generator waited, % | tick lag p99 / max, ms | sink CPU % | UDP drops | shutdown, ms | problems |',
-  );
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
-  for (const row of summary) {
-    lines.push(
-      `| ${row.subject} | ${row.streams} | ${row.attempts} | ${formatNumber(row.subjectWaitPercent)} | ${formatNumber(row.generatorPercent)} | ${formatNumber(row.generatorWaitPercent)} | ${formatNumber(row.tickLagP99Ms)} / ${formatNumber(row.tickLagMaxMs)} | ${formatNumber(row.sinkPercent)} | ${row.udpDrops} | ${formatNumber(row.shutdownMs)} | ${row.problems.join('; ') || 'none'} |`,
-    );
-  }
-  lines.push('');
-  return lines.join('\n');
 }

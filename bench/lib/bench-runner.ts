@@ -10,16 +10,15 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { renderMarkdown, summarize, type BenchReport, type BenchSettingsRecord } from './bench-report.ts';
+import { SATURATED_PERCENT, summarize, type BenchReport, type BenchSettingsRecord } from './bench-report.ts';
 import { measure, type Measurement } from './measurement.ts';
+import { renderMarkdown } from './report-markdown.ts';
 import { describeMachine } from './proc-stats.ts';
 import { median } from './statistics.ts';
 import { SUBJECTS } from './subjects.ts';
 
 const execFileAsync = promisify(execFile);
 
-/** A subject whose run time plus run-queue wait reaches this share of the window wanted a whole CPU, in %. */
-const SATURATED_PERCENT = 90;
 
 export interface BenchOptions {
   repoRoot: string;
