@@ -55,6 +55,8 @@ export interface SummaryRow {
   /** Measurements taken in all, counting the ones repeated because the subject waited for a CPU. */
   attempts: number;
   cpuPercent: number;
+  /** Part of cpuPercent spent in the kernel, in % of one core. */
+  systemCpuPercent: number;
   idleCpuPercent: number;
   microsPerStreamSecond: number;
   /** Median over runs of this subject's CPU divided by its baseline's in the same run. */
@@ -136,6 +138,7 @@ export function summarize(measurements: Measurement[]): SummaryRow[] {
       saturated: median(ok.map((entry) => entry.cpu.subjectPercent + entry.cpu.subjectRunQueueWaitPercent)) >= SATURATED_PERCENT,
       attempts: all.reduce((sum, entry) => sum + entry.attempts, 0),
       cpuPercent: medianOf((entry) => entry.cpu.subjectPercent),
+      systemCpuPercent: medianOf((entry) => entry.cpu.subjectSystemPercent),
       idleCpuPercent: medianOf((entry) => entry.cpu.idlePercent),
       microsPerStreamSecond: medianOf((entry) => entry.cpu.subjectMicrosPerStreamSecond),
       cpuRatio: ratio((entry) => entry.cpu.subjectPercent),

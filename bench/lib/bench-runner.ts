@@ -211,7 +211,7 @@ function describeMeasurement(entry: Measurement): string {
     return `  failed: ${entry.error}`;
   }
   return (
-    `  cpu ${entry.cpu.subjectPercent}% (${entry.cpu.subjectMicrosPerStreamSecond} µs/stream-s, waited for CPU ${entry.cpu.subjectRunQueueWaitPercent}%), ` +
+    `  cpu ${entry.cpu.subjectPercent}% (kernel ${entry.cpu.subjectSystemPercent}%, ${entry.cpu.subjectMicrosPerStreamSecond} µs/stream-s, waited for CPU ${entry.cpu.subjectRunQueueWaitPercent}%), ` +
     `rss ${Math.round(entry.memory.steadyRssKiB / 1024)} MiB (${entry.memory.perStreamKiB} KiB/stream), ` +
     `latency p50 ${entry.latency.p50Ms} p99 ${entry.latency.p99Ms} max ${entry.latency.maxMs} ms, ` +
     `late ${entry.latency.late} (caught up ${entry.latency.catchUpMs} ms after the ramp), frames ${entry.latency.frames}/${entry.latency.expectedFrames}, ` +

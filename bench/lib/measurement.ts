@@ -17,7 +17,7 @@ import { BenchChild } from './bench-child.ts';
 import { analyseLatency, type LatencySummary } from './latency-analysis.ts';
 import { readLoadLog } from './load-log.ts';
 import { delay, delayUntil, monotonicMs } from './monotonic-time.ts';
-import { readCpuSeconds, readMemory, readRunQueueWaitSeconds, readUdpDrops } from './proc-stats.ts';
+import { readCpuSeconds, readCpuTimes, readMemory, readRunQueueWaitSeconds, readUdpDrops } from './proc-stats.ts';
 import { linearSlope, median, round } from './statistics.ts';
 import { ALIAS_PREFIX, subjectNodeArgs, type SubjectSpec } from './subjects.ts';
 
@@ -51,6 +51,8 @@ export interface Measurement {
   cpu: {
     /** CPU time of the subject over the window, in % of one core. */
     subjectPercent: number;
+    /** Part of subjectPercent spent in the kernel (sockets, mostly), in % of one core. */
+    subjectSystemPercent: number;
     /** CPU time of the subject while up and idle, before the first packet, in % of one core. */
     idlePercent: number;
     /** The same per stream: CPU microseconds per second of one stream. */
@@ -155,6 +157,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
     await delayUntil(windowStartMs);
     const cpuBefore = readCpu([subject, generator, sink]);
     const waitBefore = [subject, generator].map((child) => readRunQueueWaitSeconds(child.pid) ?? Number.NaN);
+    const systemBefore = readCpuTimes(subject.pid)?.systemSeconds ?? Number.NaN;
     const dropsBefore = readUdpDrops(udpPort) ?? 0;
     const samples: Array<[number, number]> = [];
     for (let nowMs = monotonicMs(); nowMs < windowEndMs; nowMs = monotonicMs()) {
@@ -167,6 +170,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
     }
     const cpuAfter = readCpu([subject, generator, sink]);
     const waitAfter = [subject, generator].map((child) => readRunQueueWaitSeconds(child.pid) ?? Number.NaN);
+    const systemAfter = readCpuTimes(subject.pid)?.systemSeconds ?? Number.NaN;
     const actualWindowSeconds = (monotonicMs() - windowStartMs) / 1000;
     result.load.udpDrops = (readUdpDrops(udpPort) ?? dropsBefore) - dropsBefore;
     const [subjectCpu, generatorCpu, sinkCpu] = cpuAfter.map((after, index) => (after - cpuBefore[index]!) / actualWindowSeconds);
@@ -174,6 +178,7 @@ export async function measure(spec: SubjectSpec, streams: number, run: number, s
       ...result.cpu,
       subjectPercent: round(subjectCpu! * 100, 1),
       subjectMicrosPerStreamSecond: round((subjectCpu! * 1e6) / streams, 1),
+      subjectSystemPercent: round(((systemAfter - systemBefore) / actualWindowSeconds) * 100, 1),
       generatorPercent: round(generatorCpu! * 100, 1),
       sinkPercent: round(sinkCpu! * 100, 1),
       subjectRunQueueWaitPercent: round(((waitAfter[0]! - waitBefore[0]!) / actualWindowSeconds) * 100, 1),
@@ -260,6 +265,7 @@ function emptyMeasurement(subject: string, streams: number, run: number, windowS
     windowSeconds,
     cpu: {
       subjectPercent: Number.NaN,
+      subjectSystemPercent: Number.NaN,
       idlePercent: Number.NaN,
       subjectMicrosPerStreamSecond: Number.NaN,
       generatorPercent: Number.NaN,

@@ -21,6 +21,12 @@ function readClockTicksPerSecond(): number {
 
 /** User plus system CPU time of a process so far, in seconds (threads included); undefined once it has exited. */
 export function readCpuSeconds(pid: number): number | undefined {
+  const times = readCpuTimes(pid);
+  return times === undefined ? undefined : times.userSeconds + times.systemSeconds;
+}
+
+/** CPU time of a process so far in user and in kernel mode, in seconds (threads included); undefined once it has exited. */
+export function readCpuTimes(pid: number): { userSeconds: number; systemSeconds: number } | undefined {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -30,9 +36,7 @@ export function readCpuSeconds(pid: number): number | undefined {
   // The command name (field 2) is in parentheses and may contain spaces, so
   // fields are counted from the last ')'; utime and stime are fields 14 and 15.
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const utimeTicks = Number(fields[11]);
-  const stimeTicks = Number(fields[12]);
-  return (utimeTicks + stimeTicks) / CLOCK_TICKS_PER_SECOND;
+  return { userSeconds: Number(fields[11]) / CLOCK_TICKS_PER_SECOND, systemSeconds: Number(fields[12]) / CLOCK_TICKS_PER_SECOND };
 }
 
 /**

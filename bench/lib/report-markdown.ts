@@ -50,14 +50,14 @@ function renderCpu(summary: SummaryRow[]): string[] {
     '',
     'A saturated subject wanted its whole CPU and fell behind; its CPU per stream is then a floor, and its ratio a lower bound.',
     '',
-    '| subject | streams | runs | CPU, % of one core | idle CPU, % | CPU µs per stream-second | × baseline |',
-    '|---|---:|---:|---:|---:|---:|---:|',
+    '| subject | streams | runs | CPU, % of one core | of which kernel, % | idle CPU, % | CPU µs per stream-second | × baseline |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of summary) {
     const ratio = row.cpuRatio === undefined ? 'n/a' : row.saturated ? `≥ ${row.cpuRatio} (saturated)` : String(row.cpuRatio);
     const perStream = row.saturated ? `≥ ${formatNumber(row.microsPerStreamSecond)}` : formatNumber(row.microsPerStreamSecond);
     lines.push(
-      `| ${row.subject} | ${row.streams} | ${row.runs} | ${formatNumber(row.cpuPercent)} | ${formatNumber(row.idleCpuPercent)} | ${perStream} | ${ratio} |`,
+      `| ${row.subject} | ${row.streams} | ${row.runs} | ${formatNumber(row.cpuPercent)} | ${formatNumber(row.systemCpuPercent)} | ${formatNumber(row.idleCpuPercent)} | ${perStream} | ${ratio} |`,
     );
   }
   lines.push('');
