@@ -63,7 +63,7 @@ const response = await fetch(`${baseUrl}${JOBS_PATH}`, {
   body: JSON.stringify({ mode: 'realtime', analyses: ['transcription'], finalization_trigger: [{ type: 'manual' }] }),
 });
 if (response.status !== 201) {
-  process.stderr.write(`POST ${JOBS_PATH} answered ${response.status}: ${await response.text()}\n`);
+  process.stderr.write(`POST ${JOBS_PATH} returned ${response.status}: ${await response.text()}\n`);
   process.exit(1);
 }
 const job = (await response.json()) as Job;

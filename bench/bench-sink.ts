@@ -252,7 +252,7 @@ function finalizeIfIdle(job: SinkJob): void {
 function jobJson(job: SinkJob): Job {
   const streams: JobStreamInfo[] = [...job.aliases.values()].map((alias) => ({
     alias: alias.alias,
-    state: alias.endOfStream ? 'ended' : alias.connected ? 'connected' : 'disconnected',
+    state: streamState(alias),
     received_bytes: alias.receivedBytes,
     received_ms: Math.round((alias.receivedBytes / alias.bytesPerSecond) * 1000),
   }));
@@ -267,9 +267,16 @@ function jobJson(job: SinkJob): Job {
   };
 }
 
-/** One page holding everything: the benchmark never lists more than a few jobs and no results. */
+/** Returns one page holding everything, because the benchmark never lists more than a few jobs and no results. */
 function page<T>(data: T[], url: URL): Page<T> {
   return { meta: { total_count: data.length, per_page: Math.max(1, data.length) }, links: { self: url.pathname, next: null }, data };
+}
+
+function streamState(alias: SinkAlias): JobStreamInfo['state'] {
+  if (alias.endOfStream) {
+    return 'ended';
+  }
+  return alias.connected ? 'connected' : 'disconnected';
 }
 
 async function readJson(request: IncomingMessage): Promise<unknown> {

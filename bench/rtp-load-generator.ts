@@ -75,7 +75,7 @@ const outPrefix = options['out'] === undefined ? undefined : String(options['out
 
 const payload = readFileSync(String(options['payload-file']));
 if (payload.length < PACKET_PAYLOAD_BYTES) {
-  process.stderr.write(`payload file ${String(options['payload-file'])} holds ${payload.length} bytes; it needs at least one packet (${PACKET_PAYLOAD_BYTES})\n`);
+  process.stderr.write(`payload file ${String(options['payload-file'])} contains ${payload.length} bytes; it needs at least one packet (${PACKET_PAYLOAD_BYTES})\n`);
   process.exit(64);
 }
 

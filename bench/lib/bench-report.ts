@@ -96,6 +96,8 @@ export interface BenchReport {
   startedAt: string;
   finishedAt: string | undefined;
   machine: MachineInfo;
+  /** Commit of the agent measured, and the files under src/ changed from it when the run started. */
+  source: { commit: string; changedSourceFiles: string[] };
   settings: BenchSettingsRecord;
   summary: SummaryRow[];
   measurements: Measurement[];

@@ -82,10 +82,23 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     pinning,
     audio: options.audioFile,
   };
-  const report: BenchReport = { startedAt: new Date().toISOString(), finishedAt: undefined, machine, settings, summary: [], measurements: [] };
+  const report: BenchReport = {
+    startedAt: new Date().toISOString(),
+    finishedAt: undefined,
+    machine,
+    source: await describeSource(options.repoRoot),
+    settings,
+    summary: [],
+    measurements: [],
+  };
   if (options.resume) {
     const earlier = await readEarlierReport(options.outDir);
     report.startedAt = earlier?.startedAt ?? report.startedAt;
+    report.source = earlier?.source ?? { commit: 'not recorded', changedSourceFiles: [] };
+    report.machine = earlier?.machine ?? report.machine;
+    if (earlier !== undefined) {
+      settings.command = `${earlier.settings.command.split('; resumed with ')[0]}; resumed with ${options.command}`;
+    }
     report.measurements = earlier?.measurements ?? [];
     options.log(`resuming with ${report.measurements.length} earlier measurements`);
   }
@@ -184,7 +197,7 @@ function isDisturbed(entry: Measurement, maxWaitPercent: number): boolean {
 /**
  * True when the subject wanted its whole CPU: the time it ran plus the time
  * it waited fills the window. Other processes then change how far behind it
- * falls, not whether it keeps up, so repeating the measurement tells nothing.
+ * falls, not whether it keeps up, so a repeated measurement adds no information.
  */
 function isSaturated(entry: Measurement): boolean {
   return entry.cpu.subjectPercent + entry.cpu.subjectRunQueueWaitPercent >= SATURATED_PERCENT;
@@ -241,6 +254,21 @@ async function convertToMulaw(audioFile: string, outFile: string): Promise<void>
       throw new Error('ffmpeg is not installed; install it with "apt-get install -y ffmpeg"');
     }
     throw new Error(`ffmpeg could not convert ${audioFile} to mu-law: ${(error as Error).message}`);
+  }
+}
+
+/** Describes the commit measured and the files under src/ that differ from it, because the benchmark runs the working tree. */
+async function describeSource(repoRoot: string): Promise<BenchReport['source']> {
+  try {
+    const { stdout: commit } = await execFileAsync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot });
+    const { stdout: status } = await execFileAsync('git', ['status', '--porcelain', '--', 'src'], { cwd: repoRoot });
+    const changedSourceFiles = status
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => line.slice(3));
+    return { commit: commit.trim(), changedSourceFiles };
+  } catch {
+    return { commit: 'unknown (not a git checkout)', changedSourceFiles: [] };
   }
 }
 

@@ -24,7 +24,7 @@ export class GrowableFloat64Array {
     this.count += 1;
   }
 
-  /** The values pushed so far, as a view that later pushes may leave stale. */
+  /** Returns the values pushed so far, as a view that later pushes may leave stale. */
   view(): Float64Array {
     return this.values.subarray(0, this.count);
   }

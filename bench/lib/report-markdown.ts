@@ -32,6 +32,7 @@ function renderHeader(report: BenchReport): string[] {
     `Settings: ${settings.runs} run(s) per point, ${settings.windowSeconds} s window, ramp ${settings.rampPerSecond} streams/s, ` +
       `settle ${settings.settleSeconds} s, ${settings.phases} ticks per 20 ms slot, late margin ${settings.lateMarginMs} ms, ` +
       `repeated up to ${settings.attempts} times while the subject waited for a CPU over ${settings.maxWaitPercent} % of the window, pinning ${pinning}.`,
+    `Source: commit ${report.source.commit}${report.source.changedSourceFiles.length === 0 ? '' : `, with ${report.source.changedSourceFiles.length} changed files under src/ (${report.source.changedSourceFiles.join(', ')})`}.`,
     `Command: \`${settings.command}\``,
     '',
     'Subjects:',
