@@ -5,14 +5,18 @@
  *   npm run bench -- --streams 100,500,1000 --seconds 30 --runs 3
  *   npm run bench:soak
  */
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
+import type yargsType from 'yargs';
 import { hideBin } from 'yargs/helpers';
 
 import { BenchChild } from './lib/bench-child.ts';
 import { runBench } from './lib/bench-runner.ts';
 import { SUBJECTS } from './lib/subjects.ts';
+
+// yargs' CommonJS build, as in src/cli/main.ts: the ESM build breaks words apart when it wraps help text.
+const yargs = createRequire(import.meta.url)('yargs') as typeof yargsType;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The speech recording the tests use, unless MODULATE_TEST_AUDIO names another. */
