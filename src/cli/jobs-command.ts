@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream';
 
 import { createSilentLogger } from '../logger.ts';
 import type { Job } from '../jobs/protocol.ts';
-import { formatResultLines, writeResultsFile } from '../service/results-file.ts';
+import { formatResultLines, writeResultsFile } from '../jobs/results-file.ts';
 import { createCommandClient, describeApiFailure, resolveApiSettings, type ApiSettingsArgs } from './api-settings.ts';
 
 export type JobsAction =

@@ -14,7 +14,7 @@ import type { JobsClient, MediaFile } from '../jobs/jobs-client.ts';
 import type { CreateJobBody, Job } from '../jobs/protocol.ts';
 import { createSilentLogger } from '../logger.ts';
 import { EXIT_FAILURE } from '../service/agent.ts';
-import { formatResultLines, writeResultsFile } from '../service/results-file.ts';
+import { formatResultLines, writeResultsFile } from '../jobs/results-file.ts';
 import { CommandError, createCommandClient, describeApiFailure, resolveApiSettings, type ApiSettingsArgs } from './api-settings.ts';
 import { AGENT_VERSION } from './version.ts';
 

@@ -1,7 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 
 import type { Clock } from '../clock.ts';
 import type { DeliveryConfig, JobConfig, OutputConfig } from '../config/types.ts';
@@ -12,6 +10,7 @@ import type { StreamOutcome } from '../transport/stream-connection.ts';
 import { AliasStream, type AliasSummary } from './alias-stream.ts';
 import type { JobsClient } from './jobs-client.ts';
 import type { CreateJobBody, Job, Result, StreamDeclaration } from './protocol.ts';
+import { formatResultLines, writeResultsToDir } from './results-file.ts';
 
 /** What a session needs to stream one alias. */
 export interface StreamSpec {
@@ -258,19 +257,13 @@ export class JobSession extends EventEmitter<{
   }
 
   private async writeResults(jobId: string, results: Result[]): Promise<void> {
-    const lines = results.map((result) => JSON.stringify({ job_id: jobId, ...result })).join('\n');
-    const text = lines.length > 0 ? `${lines}\n` : '';
     const { resultsDir } = this.options;
     if (resultsDir === undefined) {
-      (this.options.resultsOutput ?? process.stdout).write(text);
+      (this.options.resultsOutput ?? process.stdout).write(formatResultLines(jobId, results));
       this.log.info({ jobId, results: results.length }, 'results written to standard output');
       return;
     }
-    await mkdir(resultsDir, { recursive: true });
-    const file = join(resultsDir, `${jobId}.jsonl`);
-    // Write then rename, so a reader never sees a half-written file.
-    await writeFile(`${file}.tmp`, text);
-    await rename(`${file}.tmp`, file);
+    const file = await writeResultsToDir(resultsDir, jobId, results);
     this.resultsFile = file;
     this.log.info({ jobId, results: results.length, file }, 'results written');
   }

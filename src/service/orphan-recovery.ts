@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { JobsApiError } from '../errors.ts';
 import type { JobsClient } from '../jobs/jobs-client.ts';
 import type { Logger } from '../logger.ts';
-import { writeResultsToDir } from './results-file.ts';
+import { writeResultsToDir } from '../jobs/results-file.ts';
 import type { StateFile, StateJobEntry } from './state-file.ts';
 
 export interface OrphanRecoveryOptions {

@@ -1,7 +1,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import type { Result } from '../jobs/protocol.ts';
+import type { Result } from './protocol.ts';
 
 /** Formats results as JSON Lines, each line a Result with the job ID first, as the agent writes them. */
 export function formatResultLines(jobId: string, results: readonly Result[]): string {
