@@ -1,8 +1,9 @@
 /**
  * Streaming sample-rate conversion of interleaved float PCM, one instance
- * per stream, on libsamplerate compiled to WebAssembly
+ * per stream, on libsamplerate translated to JavaScript
  * (@alexanderolsen/libsamplerate-js, its "full" API that keeps filter state
- * between calls).
+ * between calls). Version 2.1.2 ships no WebAssembly despite its
+ * description: dist/libsamplerate.js is plain JavaScript.
  */
 import libsamplerate from '@alexanderolsen/libsamplerate-js';
 
@@ -23,7 +24,7 @@ const MAX_SAMPLE_RATE_HZ = 192000;
 const MAX_CHANNELS = 128;
 
 /**
- * Input frames per call into the WebAssembly module. The library's transfer
+ * Input frames per call into the library. The library's transfer
  * buffers hold 1,008,000 floats and it splits (and allocates) above that, so
  * long inputs are cut here instead.
  */
@@ -71,8 +72,8 @@ export class Resampler {
   }
 
   /**
-   * Creates a resampler. This loads a WebAssembly instance (about 10 ms of
-   * CPU), so call it once per stream at setup, never per chunk.
+   * Creates a resampler. This instantiates a copy of the library (about 10 ms
+   * of CPU), so call it once per stream at setup, never per chunk.
    *
    * @throws AudioFormatError when a rate or the channel count is outside libsamplerate's limits.
    */
@@ -81,8 +82,8 @@ export class Resampler {
     if (options.inputSampleRateHz === options.outputSampleRateHz) {
       return new Resampler(options, undefined);
     }
-    // NOTE: every instance allocates its own WebAssembly memory of about 26 MB
-    // of address space. Only the touched pages (under 2 MB) become resident.
+    // NOTE: every instance allocates its own heap of about 26 MB of
+    // address space. Only the touched pages (under 2 MB) become resident.
     const converter = await libsamplerate.create(
       options.channels,
       options.inputSampleRateHz,
@@ -144,7 +145,7 @@ export class Resampler {
     return this.output.slice(0, tailFrames * this.channels);
   }
 
-  /** Frees the WebAssembly state. Safe to call twice; any later call to `process` throws. */
+  /** Frees the library's state. Safe to call twice; any later call to `process` throws. */
   destroy(): void {
     if (this.destroyed) {
       return;

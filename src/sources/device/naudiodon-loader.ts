@@ -7,7 +7,7 @@
  * instead of `require('naudiodon')`. naudiodon 2.3.6's index.js registers
  * segfault-handler 1.3.0 for the whole process, which writes `crash.log`
  * into the working directory and replaces V8's SIGSEGV handler. With Node
- * 20, a WebAssembly out-of-bounds access (the resampler is WebAssembly) then
+ * 20, a WebAssembly out-of-bounds access (opusscript, the Opus decoder, runs as WebAssembly) then
  * kills the process with SIGSEGV instead of throwing a
  * WebAssembly.RuntimeError. Its AudioIO wrapper also destroys the stream on
  * the first input overflow, while the addon itself reports an overflow as
