@@ -12,7 +12,7 @@ import type { JobsClient } from './jobs-client.ts';
 import type { CreateJobBody, Job, Result, StreamDeclaration } from './protocol.ts';
 import { formatResultLines, writeResultsToDir } from './results-file.ts';
 
-/** What a session needs to stream one alias. */
+/** Source, formats and delivery settings of one alias to stream. */
 export interface StreamSpec {
   alias: string;
   source: AudioSource;
@@ -250,7 +250,7 @@ export class JobSession extends EventEmitter<{
       case 'stop_agent':
         this.emit(
           'fatal',
-          outcome.error ?? new StreamClosedError(`stream ${alias} was refused`, { retryable: false }),
+          outcome.error ?? new StreamClosedError(`stream ${alias} was rejected`, { retryable: false }),
         );
         return;
     }

@@ -42,7 +42,7 @@ export interface MediaFile {
   contentType?: string;
 }
 
-/** Where and how to open one realtime stream. `logUrl` has no query string, so it is safe to log. */
+/** URL and headers of one realtime stream. `logUrl` has no query string, so it is safe to log. */
 export interface StreamEndpoint {
   url: string;
   logUrl: string;

@@ -53,7 +53,7 @@ export const PER_PAGE_MAX = 100;
 export const PER_PAGE_DEFAULT = 20;
 
 // ---------------------------------------------------------------------------
-// Job bodies and answers.
+// Job request and response bodies.
 
 export type FinalizationTrigger =
   | { type: 'manual' }

@@ -248,7 +248,7 @@ describe('delivery through faults', () => {
     const gc = exposeGc();
     gc();
     const before = process.memoryUsage();
-    // Loopback sockets buffer megabytes in the kernel before the sender sees
+    // Loopback sockets buffer megabytes in the kernel before the sender gets
     // any backpressure, so the source writes 64 KiB frames: 1000 of them are
     // 64 MiB, far more than the kernel holds, while the server reads nothing.
     const frameBytes = 65_536;
@@ -260,7 +260,7 @@ describe('delivery through faults', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     }
-    // The outage buffer never holds more than max_outage_ms of audio.
+    // The outage buffer never contains more than max_outage_ms of audio.
     const boundBytes = (maxOutageMs / FRAME_MS) * frameBytes;
     assert.ok(maxPendingBytes <= boundBytes, `pending reached ${maxPendingBytes} bytes, over ${boundBytes}`);
     assert.ok(connection.stats.droppedMs > 0, 'no audio was counted as dropped');
