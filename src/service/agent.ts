@@ -1,3 +1,4 @@
+import { loadResamplerLibrary } from '../audio/resampler.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { loadConfig } from '../config/load-config.ts';
 import type { AgentConfig } from '../config/types.ts';
@@ -115,6 +116,9 @@ export class Agent {
     this.notifier.startWatchdog();
     this.notifier.status('creating jobs and starting streams');
     try {
+      // Loaded before any source opens, so that the first stream does not
+      // hold up the others while the WebAssembly module compiles.
+      await loadResamplerLibrary();
       await this.startMetricsServer();
       await this.startRecovery();
       for (const job of config.jobs) {

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { describe, test } from 'node:test';
+import { promisify } from 'node:util';
 
 import { Resampler } from '../../src/audio/resampler.ts';
 import { AudioFormatError } from '../../src/errors.ts';
+
+const execFileAsync = promisify(execFile);
 
 /** Interleaved sine of `frequenciesHz[c]` on channel c, at `amplitude`. */
 function sine(frequenciesHz: number[], sampleRateHz: number, frames: number, amplitude = 0.5): Float32Array {
@@ -147,5 +151,40 @@ describe('Resampler', () => {
     resampler.destroy();
     resampler.destroy();
     assert.throws(() => resampler.process(new Float32Array(160)), /after destroy/);
+  });
+
+  test('8 to 16 kHz error below -80 dB', async () => {
+    const resampler = await Resampler.create({ channels: 1, inputSampleRateHz: 8000, outputSampleRateHz: 16000 });
+    try {
+      const output = resampleInChunks(resampler, sine([1000], 8000, 8000), [160]);
+      assert.equal(output.length, 16000);
+      // The output is aligned with the input: output sample n is input time n / 16000 s.
+      let signal = 0;
+      let error = 0;
+      for (let index = 1000; index < 15000; index++) {
+        const ideal = 0.5 * Math.sin((2 * Math.PI * 1000 * index) / 16000);
+        signal += ideal * ideal;
+        error += (output[index]! - ideal) ** 2;
+      }
+      const signalToErrorDb = 10 * Math.log10(signal / error);
+      assert.ok(signalToErrorDb >= 80, `signal-to-error ${signalToErrorDb.toFixed(1)} dB, below 80 dB`);
+    } finally {
+      resampler.destroy();
+    }
+  });
+
+  test('library load leaves no process handlers', async () => {
+    // A fresh process, because the test runner adds handlers of its own and the library loads once per process.
+    const script = [
+      `import { Resampler } from ${JSON.stringify(new URL('../../src/audio/resampler.ts', import.meta.url).href)};`,
+      "const before = process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection');",
+      'const resampler = await Resampler.create({ channels: 1, inputSampleRateHz: 48000, outputSampleRateHz: 16000 });',
+      'resampler.destroy();',
+      "const after = process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection');",
+      'console.log(JSON.stringify({ before, after }));',
+    ].join('\n');
+    const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script]);
+    const counts = JSON.parse(stdout) as { before: number; after: number };
+    assert.equal(counts.after, counts.before, 'listeners added by the library were left on the process');
   });
 });
