@@ -1,21 +1,24 @@
 /**
  * In-process cost of the agent's audio path for RTP, without sockets: PCMU
  * packets go into RtpAudioSource (jitter buffer, decoder, timeline), then
- * through PcmConverter and Framer as an alias stream wires them, into a
- * Writable that counts frames. Packets are fed as fast as the path takes
+ * through the conversion and framing as an alias stream wires them for a
+ * live source (`--path live`, the agent's path for RTP), or through the
+ * Node stream pipeline that file sources use (`--path streams`), to a
+ * counter of frames. Packets are fed as fast as the path takes
  * them, one per stream per round, so the result is CPU time per second of
  * audio per stream, free of the pacing and socket noise of the full
  * benchmark. Use it to compare changes to the hot path.
  *
- *   node --import tsx bench/pipeline-cost.ts --streams 200 --seconds 20 --format s16le
+ *   node --import tsx bench/pipeline-cost.ts --streams 200 --seconds 20 --format s16le [--path streams]
  */
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { Framer } from '../src/audio/framer.ts';
+import { FrameCutter, Framer } from '../src/audio/framer.ts';
+import { runLivePath } from '../src/audio/live-path.ts';
 import { MULAW_ENCODE_TABLE } from '../src/audio/g711.ts';
-import { PcmConverter } from '../src/audio/pcm-converter.ts';
+import { PcmConversion, PcmConverter } from '../src/audio/pcm-converter.ts';
 import { systemClock } from '../src/clock.ts';
 import { createSilentLogger } from '../src/logger.ts';
 import { PayloadTypeTable } from '../src/sources/rtp/payload-types.ts';
@@ -24,11 +27,12 @@ import type { RtpPacket } from '../src/sources/rtp/rtp-packet.ts';
 import { PACKET_MS, PACKET_PAYLOAD_BYTES } from './lib/load-log.ts';
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
-const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--seconds S] [--format s16le|mulaw] [--frame-ms MS]', {
+const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--seconds S] [--format s16le|mulaw] [--frame-ms MS] [--path live|streams]', {
   streams: { type: 'string', default: '200', description: 'Streams processed side by side' },
   seconds: { type: 'string', default: '20', description: 'Seconds of audio per stream' },
   format: { type: 'string', default: 's16le', description: 's16le (16 kHz, resampled) or mulaw (8 kHz)' },
   'frame-ms': { type: 'string', default: '100', description: 'Audio per frame, in ms' },
+  path: { type: 'string', default: 'live', description: 'live (the RTP path) or streams (the Node stream pipeline of file sources)' },
   'payload-file': { type: 'string', description: 'Raw 8 kHz mu-law audio to loop; a 440 Hz tone when omitted' },
 });
 const streamCount = numberOption(options, 'streams', 1);
@@ -37,6 +41,11 @@ const frameMs = numberOption(options, 'frame-ms', 10, 1000);
 const format = String(options['format']);
 if (format !== 's16le' && format !== 'mulaw') {
   process.stderr.write(`invalid --format ${format}; use s16le or mulaw\n`);
+  process.exit(64);
+}
+const path = String(options['path']);
+if (path !== 'live' && path !== 'streams') {
+  process.stderr.write(`invalid --path ${path}; use live or streams\n`);
   process.exit(64);
 }
 const output = { format, sample_rate_hz: format === 's16le' ? 16000 : 8000, channels: 1, frame_ms: frameMs } as const;
@@ -58,8 +67,24 @@ for (let stream = 0; stream < streamCount; stream++) {
     clock: systemClock,
     logger,
   });
-  const converter = await PcmConverter.create({ output, inputSampleRateHz: 8000, inputChannels: 1, logger });
-  const framer = new Framer({ format: { encoding: format, sampleRateHz: output.sample_rate_hz, channels: 1 }, frameMs });
+  const converterOptions = { output, inputSampleRateHz: 8000, inputChannels: 1, logger };
+  const framerOptions = { format: { encoding: format, sampleRateHz: output.sample_rate_hz, channels: 1 }, frameMs } as const;
+  sources.push(source);
+  if (path === 'live') {
+    pipelines.push(
+      runLivePath({
+        readable: source.readable,
+        conversion: await PcmConversion.create(converterOptions),
+        cutter: new FrameCutter(framerOptions),
+        onFrame: () => {
+          frames += 1;
+        },
+      }),
+    );
+    continue;
+  }
+  const converter = await PcmConverter.create(converterOptions);
+  const framer = new Framer(framerOptions);
   const counter = new Writable({
     objectMode: true,
     write: (_frame, _encoding, callback) => {
@@ -67,7 +92,6 @@ for (let stream = 0; stream < streamCount; stream++) {
       callback();
     },
   });
-  sources.push(source);
   pipelines.push(pipeline(source.readable, converter, framer, counter));
 }
 
@@ -88,6 +112,7 @@ const audioSeconds = (packetsPerStream * PACKET_MS) / 1000;
 emitEvent('pipeline_cost', {
   streams: streamCount,
   format,
+  path,
   frameMs,
   audioSecondsPerStream: audioSeconds,
   frames,

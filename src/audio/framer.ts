@@ -11,14 +11,14 @@ export interface FramerOptions {
 }
 
 /**
- * Transform from encoded audio Buffers of any size to `AudioFrame`s of
- * `frameMs` each. Timestamps count the sample frames emitted since the
+ * Cuts encoded audio Buffers of any size into `AudioFrame`s of `frameMs`
+ * each, synchronously. Timestamps count the sample frames emitted since the
  * start, so the timeline stays exact whatever the chunk sizes. At the end
  * of input the remainder goes out as a shorter final frame. A trailing
  * partial sample frame (bytes that do not make a whole sample for every
  * channel) is dropped and counted in `droppedBytes`.
  */
-export class Framer extends Transform {
+export class FrameCutter {
   readonly format: AudioFormat;
   readonly frameBytes: number;
 
@@ -30,7 +30,6 @@ export class Framer extends Transform {
 
   /** @throws AudioFormatError when `frameMs` is shorter than one sample frame. */
   constructor(options: FramerOptions) {
-    super({ writableObjectMode: false, readableObjectMode: true });
     this.format = options.format;
     this.sampleFrameBytes = bytesPerSampleFrame(options.format);
     this.frameBytes = bytesForDuration(options.format, options.frameMs);
@@ -47,30 +46,31 @@ export class Framer extends Transform {
     return this.droppedByteCount;
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  /** Copies `chunk` in and hands every completed frame to `emit`; the frame's Buffer is its own. */
+  write(chunk: Buffer, emit: (frame: AudioFrame) => void): void {
     let offset = 0;
     while (offset < chunk.length) {
       const copied = chunk.copy(this.pending, this.pendingBytes, offset);
       this.pendingBytes += copied;
       offset += copied;
       if (this.pendingBytes === this.frameBytes) {
-        this.pushPending(this.frameBytes);
+        emit(this.takePending(this.frameBytes));
         this.pending = Buffer.allocUnsafe(this.frameBytes);
       }
     }
-    callback();
   }
 
-  override _flush(callback: TransformCallback): void {
+  /** Hands the remainder to `emit` as a shorter final frame. */
+  finish(emit: (frame: AudioFrame) => void): void {
     const wholeBytes = this.pendingBytes - (this.pendingBytes % this.sampleFrameBytes);
     this.droppedByteCount += this.pendingBytes - wholeBytes;
+    this.pendingBytes = wholeBytes;
     if (wholeBytes > 0) {
-      this.pushPending(wholeBytes);
+      emit(this.takePending(wholeBytes));
     }
-    callback();
   }
 
-  private pushPending(byteLength: number): void {
+  private takePending(byteLength: number): AudioFrame {
     const data = byteLength === this.pending.length ? this.pending : this.pending.subarray(0, byteLength);
     const frame: AudioFrame = {
       data,
@@ -79,6 +79,43 @@ export class Framer extends Transform {
     };
     this.emittedSampleFrames += byteLength / this.sampleFrameBytes;
     this.pendingBytes = 0;
+    return frame;
+  }
+}
+
+/** `FrameCutter` as a Transform from encoded Buffers to `AudioFrame` objects, for sources that wait for their consumer. */
+export class Framer extends Transform {
+  private readonly cutter: FrameCutter;
+  private readonly pushFrame = (frame: AudioFrame): void => {
     this.push(frame);
+  };
+
+  /** @throws AudioFormatError when `frameMs` is shorter than one sample frame. */
+  constructor(options: FramerOptions) {
+    super({ writableObjectMode: false, readableObjectMode: true });
+    this.cutter = new FrameCutter(options);
+  }
+
+  get format(): AudioFormat {
+    return this.cutter.format;
+  }
+
+  get frameBytes(): number {
+    return this.cutter.frameBytes;
+  }
+
+  /** Bytes dropped at the end because they did not make a whole sample frame. */
+  get droppedBytes(): number {
+    return this.cutter.droppedBytes;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.cutter.write(chunk, this.pushFrame);
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.cutter.finish(this.pushFrame);
+    callback();
   }
 }

@@ -8,10 +8,10 @@ import { Transform, type TransformCallback } from 'node:stream';
 import type { OutputConfig } from '../config/types.ts';
 import { AudioFormatError } from '../errors.ts';
 import { createSilentLogger, type Logger } from '../logger.ts';
-import type { AudioFormat, PcmBlock } from './format.ts';
+import { bytesPerSample, type AudioFormat, type PcmBlock } from './format.ts';
 import { ALAW_ENCODE_TABLE, MULAW_ENCODE_TABLE } from './g711.ts';
 import { ChannelMixer } from './channel-mixer.ts';
-import { Resampler } from './resampler.ts';
+import { loadResamplerLibrary, Resampler } from './resampler.ts';
 
 export interface PcmConverterOptions {
   output: OutputConfig;
@@ -32,24 +32,26 @@ interface InputStage {
 }
 
 /**
- * Transform from `PcmBlock` objects to Buffers of the output encoding.
+ * The conversion of one stream, without Node streams: each call converts
+ * one block synchronously. The alias stream of a live source calls it
+ * straight from the source's data event; `PcmConverter` wraps it for
+ * sources that wait for their consumer.
  *
  * Float samples become 16-bit integers by `round(x * 32768)` clamped to
  * [-32768, 32767], so 16-bit input (read as `k / 32768`) comes out with the
- * same values. Mixing and resampling reuse their buffers from block to block.
- * NOTE: each output Buffer is still allocated per block, because the
- * downstream stream keeps it after the push.
+ * same values. Mixing, resampling and encoding reuse their buffers from
+ * block to block.
  */
-export class PcmConverter extends Transform {
+export class PcmConversion {
   readonly outputFormat: AudioFormat;
 
   private stage: InputStage;
   private readonly channelSelection: number[] | undefined;
   private readonly log: Logger;
   private formatChangeCount = 0;
+  private encoded = Buffer.alloc(0);
 
   private constructor(options: PcmConverterOptions, stage: InputStage, log: Logger) {
-    super({ writableObjectMode: true, readableObjectMode: false });
     this.outputFormat = {
       encoding: options.output.format,
       sampleRateHz: options.output.sample_rate_hz,
@@ -61,19 +63,16 @@ export class PcmConverter extends Transform {
   }
 
   /**
-   * Builds the converter for a source's format.
+   * Builds the conversion for a source's format, and loads the resampler
+   * library so that a later change of format converts without waiting.
    *
    * @throws AudioFormatError when the input format or the channel selection cannot be converted to the output.
    */
-  static async create(options: PcmConverterOptions): Promise<PcmConverter> {
+  static async create(options: PcmConverterOptions): Promise<PcmConversion> {
+    await loadResamplerLibrary();
     const log = options.logger ?? createSilentLogger();
-    const stage = await createInputStage(
-      options.inputSampleRateHz,
-      options.inputChannels,
-      options.channelSelection,
-      options.output,
-    );
-    return new PcmConverter(options, stage, log);
+    const stage = createInputStage(options.inputSampleRateHz, options.inputChannels, options.channelSelection, options.output);
+    return new PcmConversion(options, stage, log);
   }
 
   /** Blocks that arrived in a format other than the one before them. */
@@ -81,49 +80,39 @@ export class PcmConverter extends Transform {
     return this.formatChangeCount;
   }
 
-  override _transform(block: PcmBlock, _encoding: BufferEncoding, callback: TransformCallback): void {
-    if (block.sampleRateHz === this.stage.sampleRateHz && block.channels === this.stage.channels) {
-      this.convertBlock(block, callback);
-      return;
+  /**
+   * Converts one block and hands the encoded bytes to `emit`, which may be
+   * called twice when the block's format differs from the one before (the
+   * old filter's tail first). The Buffer given to `emit` is reused by the
+   * next call, so copy what must outlive it.
+   *
+   * @throws AudioFormatError when the block is malformed or its format cannot be converted.
+   */
+  convert(block: PcmBlock, emit: (encoded: Buffer) => void): void {
+    if (block.sampleRateHz !== this.stage.sampleRateHz || block.channels !== this.stage.channels) {
+      this.changeInputFormat(block, emit);
     }
-    this.changeInputFormat(block).then(
-      () => this.convertBlock(block, callback),
-      (error: unknown) => callback(error as Error),
-    );
+    if (block.samples.length % block.channels !== 0) {
+      throw new AudioFormatError(
+        `PCM block of ${block.samples.length} samples is not a whole number of ${block.channels}-channel frames`,
+      );
+    }
+    const mixed = this.stage.mixer.mix(block.samples);
+    this.emitEncoded(this.stage.resampler.process(mixed), emit);
   }
 
-  override _flush(callback: TransformCallback): void {
-    try {
-      this.pushEncoded(this.stage.resampler.flush());
-      this.stage.resampler.destroy();
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
-  }
-
-  override _destroy(error: Error | null, callback: (error: Error | null) => void): void {
+  /** Hands the resampler's held-back tail to `emit` and frees it. Call once at the end of the stream. */
+  finish(emit: (encoded: Buffer) => void): void {
+    this.emitEncoded(this.stage.resampler.flush(), emit);
     this.stage.resampler.destroy();
-    callback(error);
   }
 
-  private convertBlock(block: PcmBlock, callback: TransformCallback): void {
-    try {
-      if (block.samples.length % block.channels !== 0) {
-        throw new AudioFormatError(
-          `PCM block of ${block.samples.length} samples is not a whole number of ${block.channels}-channel frames`,
-        );
-      }
-      const mixed = this.stage.mixer.mix(block.samples);
-      this.pushEncoded(this.stage.resampler.process(mixed));
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
+  destroy(): void {
+    this.stage.resampler.destroy();
   }
 
   /** Drains the old resampler so no audio is lost, then builds the stage for the block's format. */
-  private async changeInputFormat(block: PcmBlock): Promise<void> {
+  private changeInputFormat(block: PcmBlock, emit: (encoded: Buffer) => void): void {
     const previous = this.stage;
     this.formatChangeCount += 1;
     const fields = {
@@ -137,30 +126,92 @@ export class PcmConverter extends Transform {
     } else {
       this.log.debug(fields, 'input audio format changed; rebuilding the converter');
     }
-    const next = await createInputStage(block.sampleRateHz, block.channels, this.channelSelection, {
+    const next = createInputStage(block.sampleRateHz, block.channels, this.channelSelection, {
       format: this.outputFormat.encoding,
       sample_rate_hz: this.outputFormat.sampleRateHz,
       channels: this.outputFormat.channels,
     });
-    this.pushEncoded(previous.resampler.flush());
+    this.emitEncoded(previous.resampler.flush(), emit);
     previous.resampler.destroy();
     this.stage = next;
   }
 
-  private pushEncoded(samples: Float32Array): void {
+  private emitEncoded(samples: Float32Array, emit: (encoded: Buffer) => void): void {
     if (samples.length === 0) {
       return;
     }
-    this.push(encodeSamples(samples, this.outputFormat.encoding));
+    const byteLength = samples.length * bytesPerSample(this.outputFormat.encoding);
+    if (this.encoded.length < byteLength) {
+      this.encoded = Buffer.allocUnsafe(byteLength);
+    }
+    const target = this.encoded.subarray(0, byteLength);
+    encodeSamplesInto(samples, this.outputFormat.encoding, target);
+    emit(target);
   }
 }
 
-async function createInputStage(
+/**
+ * Transform from `PcmBlock` objects to Buffers of the output encoding, for
+ * sources that wait for their consumer (files). Each output Buffer is a
+ * copy, because the downstream stream keeps it after the push.
+ */
+export class PcmConverter extends Transform {
+  readonly outputFormat: AudioFormat;
+  private readonly conversion: PcmConversion;
+  private readonly pushCopy = (encoded: Buffer): void => {
+    this.push(Buffer.from(encoded));
+  };
+
+  private constructor(conversion: PcmConversion) {
+    super({ writableObjectMode: true, readableObjectMode: false });
+    this.conversion = conversion;
+    this.outputFormat = conversion.outputFormat;
+  }
+
+  /**
+   * Builds the converter for a source's format.
+   *
+   * @throws AudioFormatError when the input format or the channel selection cannot be converted to the output.
+   */
+  static async create(options: PcmConverterOptions): Promise<PcmConverter> {
+    return new PcmConverter(await PcmConversion.create(options));
+  }
+
+  /** Blocks that arrived in a format other than the one before them. */
+  get formatChanges(): number {
+    return this.conversion.formatChanges;
+  }
+
+  override _transform(block: PcmBlock, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.conversion.convert(block, this.pushCopy);
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      this.conversion.finish(this.pushCopy);
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+
+  override _destroy(error: Error | null, callback: (error: Error | null) => void): void {
+    this.conversion.destroy();
+    callback(error);
+  }
+}
+
+function createInputStage(
   sampleRateHz: number,
   channels: number,
   channelSelection: number[] | undefined,
   output: Pick<OutputConfig, 'format' | 'sample_rate_hz' | 'channels'>,
-): Promise<InputStage> {
+): InputStage {
   if (!Number.isInteger(sampleRateHz) || sampleRateHz <= 0) {
     throw new AudioFormatError(`invalid input sample rate ${sampleRateHz} Hz; it must be a positive whole number`);
   }
@@ -169,7 +220,7 @@ async function createInputStage(
     outputChannels: output.channels,
     ...(channelSelection === undefined ? {} : { channelSelection }),
   });
-  const resampler = await Resampler.create({
+  const resampler = Resampler.createLoaded({
     channels: output.channels,
     inputSampleRateHz: sampleRateHz,
     outputSampleRateHz: output.sample_rate_hz,
@@ -192,25 +243,29 @@ function toInt16(sample: number): number {
 
 /** Encodes float samples into a new Buffer of the given encoding. */
 export function encodeSamples(samples: Float32Array, encoding: AudioFormat['encoding']): Buffer {
+  const bytes = Buffer.allocUnsafe(samples.length * bytesPerSample(encoding));
+  encodeSamplesInto(samples, encoding, bytes);
+  return bytes;
+}
+
+/** Encodes float samples into `bytes`, whose length must equal their encoded length. */
+function encodeSamplesInto(samples: Float32Array, encoding: AudioFormat['encoding'], bytes: Buffer): void {
   switch (encoding) {
-    case 's16le': {
-      const bytes = Buffer.allocUnsafe(samples.length * 2);
+    case 's16le':
       for (let index = 0; index < samples.length; index++) {
         const value = toInt16(samples[index]!);
         // Byte by byte, so the output is little-endian on any host.
         bytes[2 * index] = value & 0xff;
         bytes[2 * index + 1] = (value >> 8) & 0xff;
       }
-      return bytes;
-    }
+      return;
     case 'mulaw':
     case 'alaw': {
       const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
-      const bytes = Buffer.allocUnsafe(samples.length);
       for (let index = 0; index < samples.length; index++) {
         bytes[index] = table[toInt16(samples[index]!) + 32768]!;
       }
-      return bytes;
+      return;
     }
   }
 }

@@ -3,10 +3,11 @@ import { pipeline } from 'node:stream/promises';
 
 import type { Clock } from '../clock.ts';
 import type { DeliveryConfig, OutputConfig } from '../config/types.ts';
-import { Framer } from '../audio/framer.ts';
+import { FrameCutter, Framer } from '../audio/framer.ts';
 import { measureFrameLevel, SILENCE_DBFS, type FrameLevel } from '../audio/frame-level.ts';
-import { PcmConverter } from '../audio/pcm-converter.ts';
+import { PcmConversion, PcmConverter } from '../audio/pcm-converter.ts';
 import type { AudioFormat, AudioFrame } from '../audio/format.ts';
+import { runLivePath } from '../audio/live-path.ts';
 import type { Logger } from '../logger.ts';
 import { StreamConnection, type RemoteStreamStatus, type StreamOutcome, type StreamStats } from '../transport/stream-connection.ts';
 import type { JobsClient } from './jobs-client.ts';
@@ -86,14 +87,34 @@ export class AliasStream {
 
   /** Opens the stream and starts moving audio. Resolves once the pipeline is wired. */
   async start(): Promise<void> {
-    const converter = await PcmConverter.create({
+    const converterOptions = {
       output: this.options.output,
       inputSampleRateHz: this.options.inputSampleRateHz,
       inputChannels: this.options.inputChannels,
       ...(this.options.channelSelection === undefined ? {} : { channelSelection: this.options.channelSelection }),
       logger: this.log,
-    });
-    const framer = new Framer({ format: this.format, frameMs: this.options.output.frame_ms });
+    };
+    const framerOptions = { format: this.format, frameMs: this.options.output.frame_ms };
+    if (this.options.live) {
+      const conversion = await PcmConversion.create(converterOptions);
+      const cutter = new FrameCutter(framerOptions);
+      this.connection.start();
+      this.pipelineDone = runLivePath({
+        readable: this.options.readable,
+        conversion,
+        cutter,
+        onFrame: (frame) => {
+          this.lastLevel = measureFrameLevel(frame.data, this.format.encoding);
+          // A live frame is never refused: the connection drops the oldest audio when an outage lasts too long.
+          this.connection.write(frame);
+        },
+      }).catch((error: unknown) => {
+        this.log.error({ err: error }, 'audio pipeline failed; ending the stream with what was sent');
+      });
+      return;
+    }
+    const converter = await PcmConverter.create(converterOptions);
+    const framer = new Framer(framerOptions);
     const sink = new ConnectionSink(this.connection, (frame) => {
       this.lastLevel = measureFrameLevel(frame.data, this.format.encoding);
     });
