@@ -3,7 +3,7 @@
  * type in use on a stream. `ticksOfFrames` converts decoded frames to RTP
  * clock ticks, which the timeline needs to find gaps.
  */
-import { decodeAlaw, decodeMulaw } from '../../audio/g711.ts';
+import { ALAW_DECODE_TABLE, MULAW_DECODE_TABLE } from '../../audio/g711.ts';
 import { G722Decoder } from '../../audio/g722-decoder.ts';
 import { OpusDecoder } from '../../audio/opus-decoder.ts';
 import { AudioFormatError } from '../../errors.ts';
@@ -11,6 +11,14 @@ import type { Logger } from '../../logger.ts';
 import type { PayloadFormat } from './payload-types.ts';
 
 const INT16_SCALE = 1 / 32768;
+
+/** Scales a G.711 decode table to floats, so that a payload decodes in one pass into one new array. */
+function toFloatTable(table: Int16Array): Float32Array {
+  return Float32Array.from(table, (sample) => sample * INT16_SCALE);
+}
+
+const MULAW_FLOAT_TABLE = toFloatTable(MULAW_DECODE_TABLE);
+const ALAW_FLOAT_TABLE = toFloatTable(ALAW_DECODE_TABLE);
 
 export interface PayloadDecoder {
   readonly format: PayloadFormat;
@@ -36,9 +44,9 @@ export interface PayloadDecoder {
 export function createPayloadDecoder(format: PayloadFormat, logger: Logger): PayloadDecoder {
   switch (format.encoding) {
     case 'pcmu':
-      return new G711PayloadDecoder(format, decodeMulaw);
+      return new G711PayloadDecoder(format, MULAW_FLOAT_TABLE);
     case 'pcma':
-      return new G711PayloadDecoder(format, decodeAlaw);
+      return new G711PayloadDecoder(format, ALAW_FLOAT_TABLE);
     case 'l16':
       return new L16PayloadDecoder(format);
     case 'opus':
@@ -61,13 +69,14 @@ class G711PayloadDecoder implements PayloadDecoder {
   readonly asynchronous = false;
   readonly sampleRateHz: number;
   readonly channels: number;
-  private readonly decodeCodes: (source: Uint8Array, destination: Int16Array) => void;
+  private readonly table: Float32Array;
 
-  constructor(format: PayloadFormat, decodeCodes: (source: Uint8Array, destination: Int16Array) => void) {
+  /** `table` maps each of the 256 codes to its linear value over 32768. */
+  constructor(format: PayloadFormat, table: Float32Array) {
     this.format = format;
     this.sampleRateHz = format.sampleRateHz;
     this.channels = format.channels;
-    this.decodeCodes = decodeCodes;
+    this.table = table;
   }
 
   decode(payload: Buffer): Float32Array {
@@ -76,11 +85,10 @@ class G711PayloadDecoder implements PayloadDecoder {
         `${this.format.rtpmap} payload of ${payload.length} bytes is not a whole number of ${this.channels}-channel samples`,
       );
     }
-    const linear = new Int16Array(payload.length);
-    this.decodeCodes(payload, linear);
-    const samples = new Float32Array(linear.length);
-    for (let index = 0; index < linear.length; index++) {
-      samples[index] = linear[index]! * INT16_SCALE;
+    const table = this.table;
+    const samples = new Float32Array(payload.length);
+    for (let index = 0; index < payload.length; index++) {
+      samples[index] = table[payload[index]!]!;
     }
     return samples;
   }
