@@ -7,12 +7,19 @@
 import type { Clock } from '../clock.ts';
 import type { AgentConfig, JobConfig } from '../config/types.ts';
 import type { StreamClosedError } from '../errors.ts';
+import type { AliasSummary } from '../jobs/alias-stream.ts';
 import type { JobSummary } from '../jobs/job-session.ts';
 import type { JobsClient } from '../jobs/jobs-client.ts';
 import type { Logger } from '../logger.ts';
 import type { JobSnapshot } from './agent-snapshot.ts';
 import { JobRunner } from './job-runner.ts';
 import type { ReloadPlan } from './reload-plan.ts';
+
+/** Jobs with more aliases than this log one aggregated stats line instead of one per alias. */
+const STATS_LINES_PER_JOB = 20;
+
+/** Aliases named in the aggregated stats line, of those that lost audio. */
+const STATS_LOSING_ALIASES_LISTED = 10;
 
 export interface JobFleetOptions {
   client: JobsClient;
@@ -152,12 +159,29 @@ export class JobFleet {
     return this.allRunners().map((runner) => runner.session.summary());
   }
 
-  /** Logs one `stream stats` line per alias of the jobs running now. */
+  /**
+   * Logs one `stream stats` line per alias of the jobs running now. A job
+   * with more than STATS_LINES_PER_JOB aliases logs one `job stream stats`
+   * line with the totals and the aliases that lost audio instead, and its
+   * per-alias lines at debug level: at 1000 streams the per-alias lines
+   * would be 100 a second.
+   */
   logStreamStats(): void {
     for (const runner of this.runners.values()) {
-      for (const summary of runner.session.summary().aliases) {
-        this.log.info({ job: runner.name, jobId: runner.jobId, ...summary }, 'stream stats');
+      const aliases = runner.session.summary().aliases;
+      const fields = { job: runner.name, jobId: runner.jobId };
+      if (aliases.length <= STATS_LINES_PER_JOB) {
+        for (const summary of aliases) {
+          this.log.info({ ...fields, ...summary }, 'stream stats');
+        }
+        continue;
       }
+      if (this.log.isLevelEnabled('debug')) {
+        for (const summary of aliases) {
+          this.log.debug({ ...fields, ...summary }, 'stream stats');
+        }
+      }
+      this.log.info({ ...fields, ...aggregateStreamStats(aliases) }, 'job stream stats');
     }
   }
 
@@ -221,4 +245,28 @@ export class JobFleet {
       this.options.onFailure(error);
     }
   }
+}
+
+/** Totals over the aliases of one job, for the `job stream stats` line, with the aliases that lost audio. */
+export function aggregateStreamStats(aliases: AliasSummary[]): Record<string, number | string[]> {
+  const totals = { aliases: aliases.length, secondsSent: 0, frames: 0, bytes: 0, droppedMs: 0, lostBytes: 0, reconnects: 0 };
+  const losing: string[] = [];
+  for (const summary of aliases) {
+    totals.secondsSent += summary.secondsSent;
+    totals.frames += summary.frames;
+    totals.bytes += summary.bytes;
+    totals.droppedMs += summary.droppedMs;
+    totals.lostBytes += summary.lostBytes;
+    totals.reconnects += summary.reconnects;
+    if (summary.droppedMs > 0 || summary.lostBytes > 0) {
+      losing.push(summary.alias);
+    }
+  }
+  totals.secondsSent = Math.round(totals.secondsSent * 1000) / 1000;
+  return {
+    ...totals,
+    aliasesLosingAudio: losing.length,
+    // The first few point to where to look, and the count gives how many there are.
+    aliasesLosingAudioFirst: losing.slice(0, STATS_LOSING_ALIASES_LISTED),
+  };
 }
