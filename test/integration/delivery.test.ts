@@ -245,33 +245,37 @@ describe('delivery through faults', () => {
     const { connection } = await openStream(emulator, 'stalled', config);
     await waitForStatus(connection, 'open', 5000);
     emulator.faults.pauseReading(60_000, { alias: 'stalled' });
-    const gc = exposeGc();
-    gc();
-    const before = process.memoryUsage();
-    // Loopback sockets buffer megabytes in the kernel before the sender gets
-    // any backpressure, so the source writes 64 KiB frames: 1000 of them are
-    // 64 MiB, far more than the kernel holds, while the server reads nothing.
-    const frameBytes = 65_536;
-    let maxPendingBytes = 0;
-    for (let index = 0; index < 1000; index += 1) {
-      connection.write({ data: Buffer.alloc(frameBytes, index % 256), durationMs: FRAME_MS });
-      maxPendingBytes = Math.max(maxPendingBytes, connection.pendingBytes);
-      if (index % 20 === 0) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
+    try {
+      const gc = exposeGc();
+      gc();
+      const before = process.memoryUsage();
+      // Loopback sockets buffer megabytes in the kernel before the sender gets
+      // any backpressure, so the source writes 64 KiB frames: 1000 of them are
+      // 64 MiB, far more than the kernel holds, while the server reads nothing.
+      const frameBytes = 65_536;
+      let maxPendingBytes = 0;
+      for (let index = 0; index < 1000; index += 1) {
+        connection.write({ data: Buffer.alloc(frameBytes, index % 256), durationMs: FRAME_MS });
+        maxPendingBytes = Math.max(maxPendingBytes, connection.pendingBytes);
+        if (index % 20 === 0) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
       }
+      // The outage buffer never contains more than max_outage_ms of audio.
+      const boundBytes = (maxOutageMs / FRAME_MS) * frameBytes;
+      assert.ok(maxPendingBytes <= boundBytes, `pending reached ${maxPendingBytes} bytes, over ${boundBytes}`);
+      assert.ok(connection.stats.droppedMs > 0, 'no audio was counted as dropped');
+      assert.equal(connection.stats.acceptedBytes, 1000 * frameBytes);
+      gc();
+      const after = process.memoryUsage();
+      const retainedBytes = after.arrayBuffers - before.arrayBuffers;
+      // Bound: the outage buffer (1.25 MiB), the resend window (3 s, 1.9 MiB)
+      // and the socket's high-water mark, against the 64 MiB an unbounded queue would hold.
+      assert.ok(retainedBytes < 8 * 1024 * 1024, `buffers grew by ${retainedBytes} bytes while writing 64 MiB`);
+    } finally {
+      // Also after a failed assertion: a connection left open keeps the test process alive.
+      connection.abort('test finished');
     }
-    // The outage buffer never contains more than max_outage_ms of audio.
-    const boundBytes = (maxOutageMs / FRAME_MS) * frameBytes;
-    assert.ok(maxPendingBytes <= boundBytes, `pending reached ${maxPendingBytes} bytes, over ${boundBytes}`);
-    assert.ok(connection.stats.droppedMs > 0, 'no audio was counted as dropped');
-    assert.equal(connection.stats.acceptedBytes, 1000 * frameBytes);
-    gc();
-    const after = process.memoryUsage();
-    const retainedBytes = after.arrayBuffers - before.arrayBuffers;
-    // Bound: the outage buffer (1.25 MiB), the resend window (3 s, 1.9 MiB)
-    // and the socket's high-water mark, against the 64 MiB an unbounded queue would hold.
-    assert.ok(retainedBytes < 8 * 1024 * 1024, `buffers grew by ${retainedBytes} bytes while writing 64 MiB`);
-    connection.abort('test finished');
   });
 
   it('replaces a connection whose pings go unanswered', async () => {
