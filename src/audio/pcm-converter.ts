@@ -3,6 +3,7 @@
  * stream: channel selection and mixing, resampling, then s16le, mu-law or
  * A-law encoding.
  */
+import { endianness } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 
 import type { OutputConfig } from '../config/types.ts';
@@ -12,6 +13,9 @@ import { bytesPerSample, type AudioFormat, type PcmBlock } from './format.ts';
 import { ALAW_ENCODE_TABLE, MULAW_ENCODE_TABLE } from './g711.ts';
 import { ChannelMixer } from './channel-mixer.ts';
 import { loadResamplerLibrary, Resampler } from './resampler.ts';
+
+/** True when an Int16Array's bytes are already s16le, as on x86-64 and arm64. */
+const HOST_IS_LITTLE_ENDIAN = endianness() === 'LE';
 
 export interface PcmConverterOptions {
   output: OutputConfig;
@@ -98,7 +102,13 @@ export class PcmConversion {
       );
     }
     const mixed = this.stage.mixer.mix(block.samples);
-    this.emitEncoded(this.stage.resampler.process(mixed), emit);
+    const resampler = this.stage.resampler;
+    if (resampler.passthrough) {
+      this.emitEncoded(mixed, emit);
+      return;
+    }
+    // The resampler works in 16 bits, so its output is encoded from there, without a round trip through floats.
+    this.emitEncodedInt16(resampler.processToInt16(mixed), emit);
   }
 
   /** Hands the resampler's held-back tail to `emit` and frees it. Call once at the end of the stream. */
@@ -134,6 +144,35 @@ export class PcmConversion {
     this.emitEncoded(previous.resampler.flush(), emit);
     previous.resampler.destroy();
     this.stage = next;
+  }
+
+  private emitEncodedInt16(samples: Int16Array, emit: (encoded: Buffer) => void): void {
+    if (samples.length === 0) {
+      return;
+    }
+    const encoding = this.outputFormat.encoding;
+    if (encoding === 's16le' && HOST_IS_LITTLE_ENDIAN) {
+      emit(Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength));
+      return;
+    }
+    const byteLength = samples.length * bytesPerSample(encoding);
+    if (this.encoded.length < byteLength) {
+      this.encoded = Buffer.allocUnsafe(byteLength);
+    }
+    const bytes = this.encoded.subarray(0, byteLength);
+    if (encoding === 's16le') {
+      for (let index = 0; index < samples.length; index++) {
+        const value = samples[index]!;
+        bytes[2 * index] = value & 0xff;
+        bytes[2 * index + 1] = (value >> 8) & 0xff;
+      }
+    } else {
+      const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
+      for (let index = 0; index < samples.length; index++) {
+        bytes[index] = table[samples[index]! + 32768]!;
+      }
+    }
+    emit(bytes);
   }
 
   private emitEncoded(samples: Float32Array, emit: (encoded: Buffer) => void): void {

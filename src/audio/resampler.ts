@@ -119,7 +119,9 @@ export class Resampler {
   private inputPointer = 0;
   private outputPointer = 0;
   private outputCapacityFrames = 0;
-  private output = new Float32Array(0);
+  /** The library's 16-bit output of the current call. */
+  private output = new Int16Array(0);
+  private floatOutput = new Float32Array(0);
   private inputFrames = 0;
   private outputFrames = 0;
   private destroyed = false;
@@ -195,20 +197,23 @@ export class Resampler {
     if (this.passthrough) {
       return input;
     }
-    if (input.length % this.channels !== 0) {
-      throw new RangeError(
-        `resampler input of ${input.length} samples is not a whole number of ${this.channels}-channel frames`,
-      );
+    return this.toFloat(this.resampleToInt16(input));
+  }
+
+  /**
+   * Resamples like `process`, and returns the library's 16-bit output
+   * without the conversion to float, as a view of an internal buffer that
+   * the next call overwrites. The samples equal `round(x * 32768)` of what
+   * `process` returns.
+   *
+   * @throws Error when passing through, because there is no 16-bit output to give.
+   */
+  processToInt16(input: Float32Array): Int16Array {
+    this.requireUsable();
+    if (this.passthrough) {
+      throw new Error('processToInt16() needs a resampler that changes the rate; use process() to pass through');
     }
-    const inputFrames = input.length / this.channels;
-    this.inputFrames += inputFrames;
-    let written = 0;
-    for (let startFrame = 0; startFrame < inputFrames; startFrame += MAX_FRAMES_PER_CALL) {
-      const endFrame = Math.min(inputFrames, startFrame + MAX_FRAMES_PER_CALL);
-      written = this.convertInto(input, startFrame * this.channels, endFrame * this.channels, written);
-    }
-    this.outputFrames += written / this.channels;
-    return this.output.subarray(0, written);
+    return this.resampleToInt16(input);
   }
 
   /**
@@ -233,7 +238,7 @@ export class Resampler {
     const tailFrames = Math.max(0, Math.min(missingFrames, written / this.channels));
     this.inputFrames = 0;
     this.outputFrames = 0;
-    return this.output.slice(0, tailFrames * this.channels);
+    return this.toFloat(this.output.subarray(0, tailFrames * this.channels)).slice();
   }
 
   /** Frees the filter state. A second call does nothing, and a later call to `process` throws. */
@@ -295,21 +300,48 @@ export class Resampler {
       consumedFrames += usedFrames;
       const producedSamples = producedFrames * channels;
       this.reserve(offset + producedSamples);
-      const produced = library.HEAP16;
       const outputIndex = this.outputPointer >> 1;
-      for (let index = 0; index < producedSamples; index++) {
-        this.output[offset + index] = produced[outputIndex + index]! / 32768;
-      }
+      this.output.set(library.HEAP16.subarray(outputIndex, outputIndex + producedSamples), offset);
       offset += producedSamples;
     }
     return offset;
+  }
+
+  /** Resamples `input` into the 16-bit output buffer and returns a view of what it wrote. */
+  private resampleToInt16(input: Float32Array): Int16Array {
+    if (input.length % this.channels !== 0) {
+      throw new RangeError(
+        `resampler input of ${input.length} samples is not a whole number of ${this.channels}-channel frames`,
+      );
+    }
+    const inputFrames = input.length / this.channels;
+    this.inputFrames += inputFrames;
+    let written = 0;
+    for (let startFrame = 0; startFrame < inputFrames; startFrame += MAX_FRAMES_PER_CALL) {
+      const endFrame = Math.min(inputFrames, startFrame + MAX_FRAMES_PER_CALL);
+      written = this.convertInto(input, startFrame * this.channels, endFrame * this.channels, written);
+    }
+    this.outputFrames += written / this.channels;
+    return this.output.subarray(0, written);
+  }
+
+  /** Converts 16-bit samples to floats `k / 32768` in the float output buffer and returns a view of them. */
+  private toFloat(samples: Int16Array): Float32Array {
+    if (this.floatOutput.length < samples.length) {
+      this.floatOutput = new Float32Array(Math.max(samples.length, this.floatOutput.length * 2));
+    }
+    const floats = this.floatOutput;
+    for (let index = 0; index < samples.length; index++) {
+      floats[index] = samples[index]! / 32768;
+    }
+    return floats.subarray(0, samples.length);
   }
 
   private reserve(samples: number): void {
     if (this.output.length >= samples) {
       return;
     }
-    const grown = new Float32Array(Math.max(samples, this.output.length * 2));
+    const grown = new Int16Array(Math.max(samples, this.output.length * 2));
     grown.set(this.output);
     this.output = grown;
   }

@@ -6,7 +6,8 @@ import { describe, test } from 'node:test';
 
 import type { PcmBlock } from '../../src/audio/format.ts';
 import { decodeMulaw, encodeAlaw } from '../../src/audio/g711.ts';
-import { PcmConverter } from '../../src/audio/pcm-converter.ts';
+import { encodeSamples, PcmConverter } from '../../src/audio/pcm-converter.ts';
+import { Resampler } from '../../src/audio/resampler.ts';
 import type { OutputConfig } from '../../src/config/types.ts';
 import { AudioFormatError } from '../../src/errors.ts';
 import { FileSource } from '../../src/sources/file-source.ts';
@@ -209,4 +210,22 @@ describe('PcmConverter', () => {
     assert.equal(samples.length, 16000);
     assert.ok(Math.abs(estimateFrequencyHz(samples.subarray(8100), 16000) - 440) < 0.5);
   });
+
+  test('resampled output matches float encoding', async () => {
+    // The converter encodes the resampler's 16-bit output directly; the float path must give the same bytes.
+    const blocks = sineBlocks({ frequenciesHz: [440], sampleRateHz: 8000, frames: 8000, blockFrames: 160, amplitude: 0.9 });
+    for (const format of ['s16le', 'mulaw', 'alaw'] as const) {
+      const converter = await PcmConverter.create({ output: output({ format }), inputSampleRateHz: 8000, inputChannels: 1 });
+      const converted = await convert(converter, blocks);
+      const resampler = await Resampler.create({ channels: 1, inputSampleRateHz: 8000, outputSampleRateHz: 16000 });
+      const expected = Buffer.concat([
+        ...blocks.map((block) => encodeSamples(resampler.process(block.samples), format)),
+        encodeSamples(resampler.flush(), format),
+      ]);
+      resampler.destroy();
+      assert.equal(converted.length, expected.length, `${format}: length`);
+      assert.ok(converted.equals(expected), `${format}: bytes differ`);
+    }
+  });
 });
+
