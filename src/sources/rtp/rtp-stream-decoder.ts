@@ -102,6 +102,16 @@ export class RtpStreamDecoder {
     const format = this.options.payloadTypes.get(packet.payloadType);
     const decoder =
       format !== undefined && isAudioEncoding(format.encoding) ? this.decoderFor(packet.payloadType) : undefined;
+    if (this.pendingPackets === 0 && decoder !== undefined && !decoder.asynchronous && !this.needsAdapter(decoder)) {
+      // Nothing is queued before this packet and it decodes at once, so it
+      // is placed now, because the chain's microtasks would cost more than the decoding.
+      try {
+        this.decodeAndPlace(released, format!, decoder);
+      } catch (error) {
+        this.log.error({ err: error }, 'rtp packet processing failed');
+      }
+      return;
+    }
     let started: Promise<Float32Array> | undefined;
     if (decoder?.asynchronous === true) {
       try {
@@ -161,14 +171,48 @@ export class RtpStreamDecoder {
     try {
       decoded = await (unit.started ?? decoder.decode(packet.payload));
     } catch (error) {
-      this.counters.undecodable += 1;
-      this.undecodedPackets += 1;
-      this.reportUndecodable(format, packet.ssrc, error);
+      this.countUndecodable(format, packet.ssrc, error);
       return;
     }
+    const adapter = await this.adapterFor(decoder);
+    this.place(released, format, decoder, decoded, adapter);
+  }
+
+  /** Decodes a payload of a synchronous decoder and places it, on the timeline, without an adapter. */
+  private decodeAndPlace(released: ReleasedPacket, format: PayloadFormat, decoder: PayloadDecoder): void {
+    let decoded: Float32Array;
+    try {
+      decoded = decoder.decode(released.packet.payload) as Float32Array;
+    } catch (error) {
+      this.countUndecodable(format, released.packet.ssrc, error);
+      return;
+    }
+    this.place(released, format, decoder, decoded, undefined);
+  }
+
+  private countUndecodable(format: PayloadFormat, ssrc: number, error: unknown): void {
+    this.counters.undecodable += 1;
+    this.undecodedPackets += 1;
+    this.reportUndecodable(format, ssrc, error);
+  }
+
+  /** True when the decoder's rate or channels differ from the stream's, so its output goes through a FormatAdapter. */
+  private needsAdapter(decoder: PayloadDecoder): boolean {
+    const target = this.options.format;
+    return decoder.sampleRateHz !== target.sampleRateHz || decoder.channels !== target.channels;
+  }
+
+  /** Places decoded audio on the timeline, with the fill before it, and emits it. */
+  private place(
+    released: ReleasedPacket,
+    format: PayloadFormat,
+    decoder: PayloadDecoder,
+    decoded: Float32Array,
+    adapter: FormatAdapter | undefined,
+  ): void {
+    const { packet } = released;
     const decodedFrames = decoded.length / decoder.channels;
     const target = this.options.format;
-    const adapter = await this.adapterFor(decoder);
     const nominalFrames = Math.round((decodedFrames * target.sampleRateHz) / decoder.sampleRateHz);
 
     const step = this.timeline.step(
@@ -210,7 +254,7 @@ export class RtpStreamDecoder {
 
   private async adapterFor(decoder: PayloadDecoder): Promise<FormatAdapter | undefined> {
     const target = this.options.format;
-    if (decoder.sampleRateHz === target.sampleRateHz && decoder.channels === target.channels) {
+    if (!this.needsAdapter(decoder)) {
       return undefined;
     }
     const key = `${decoder.sampleRateHz}/${decoder.channels}`;
