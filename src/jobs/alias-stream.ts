@@ -56,7 +56,9 @@ export class AliasStream {
   private readonly log: Logger;
   private pipelineDone: Promise<void> | undefined;
   private outcome: StreamOutcome | undefined;
-  private lastLevel: FrameLevel = { rmsDbfs: SILENCE_DBFS, peakDbfs: SILENCE_DBFS };
+  /** The last frame handed to the connection; its level is measured only when read, not on every frame. */
+  private lastFrame: AudioFrame | undefined;
+  private lastLevel: { frame: AudioFrame; level: FrameLevel } | undefined;
 
   constructor(options: AliasStreamOptions) {
     this.options = options;
@@ -104,7 +106,7 @@ export class AliasStream {
         conversion,
         cutter,
         onFrame: (frame) => {
-          this.lastLevel = measureFrameLevel(frame.data, this.format.encoding);
+          this.lastFrame = frame;
           // A live frame is never refused: the connection drops the oldest audio when an outage lasts too long.
           this.connection.write(frame);
         },
@@ -116,7 +118,7 @@ export class AliasStream {
     const converter = await PcmConverter.create(converterOptions);
     const framer = new Framer(framerOptions);
     const sink = new ConnectionSink(this.connection, (frame) => {
-      this.lastLevel = measureFrameLevel(frame.data, this.format.encoding);
+      this.lastFrame = frame;
     });
     this.connection.start();
     this.pipelineDone = pipeline(this.options.readable, converter, framer, sink).catch((error: unknown) => {
@@ -141,7 +143,14 @@ export class AliasStream {
 
   /** RMS and peak level of the last frame handed to the connection, in dBFS. */
   get level(): FrameLevel {
-    return this.lastLevel;
+    const frame = this.lastFrame;
+    if (frame === undefined) {
+      return { rmsDbfs: SILENCE_DBFS, peakDbfs: SILENCE_DBFS };
+    }
+    if (this.lastLevel?.frame !== frame) {
+      this.lastLevel = { frame, level: measureFrameLevel(frame.data, this.format.encoding) };
+    }
+    return this.lastLevel.level;
   }
 
   summary(): AliasSummary {
