@@ -19,6 +19,9 @@ import { AudioFormatError } from '../errors.ts';
  */
 const SPEEX_QUALITY = 3;
 
+/** Filter length of quality 3 in speexdsp's quality table, before stretching for downsampling. */
+const SPEEX_BASE_FILTER_LENGTH = 48;
+
 /** Rate and channel limits, checked here to raise our error instead of the library's bare code. */
 const MAX_SAMPLE_RATE_HZ = 192000;
 const MAX_CHANNELS = 128;
@@ -124,6 +127,8 @@ export class Resampler {
   private floatOutput = new Float32Array(0);
   private inputFrames = 0;
   private outputFrames = 0;
+  /** Output frames still to drop at the start, so that the output lines up with the input. */
+  private leadingFramesToSkip = 0;
   private destroyed = false;
 
   private constructor(options: ResamplerOptions) {
@@ -151,6 +156,10 @@ export class Resampler {
       this.outputSampleRateHz,
       SPEEX_QUALITY,
       this.memory,
+    );
+    this.leadingFramesToSkip = Math.round(
+      (speexInputLatencyFrames(this.inputSampleRateHz, this.outputSampleRateHz) * this.outputSampleRateHz) /
+        this.inputSampleRateHz,
     );
     if (this.state === 0) {
       const code = library.HEAPU32[this.memory >> 2]!;
@@ -298,9 +307,12 @@ export class Resampler {
         throw new Error(`the resampler took none of ${totalFrames - consumedFrames} input frames`);
       }
       consumedFrames += usedFrames;
-      const producedSamples = producedFrames * channels;
+      // The first frames of a stream are the filter's ramp before the first input sample, so they are dropped.
+      const skippedFrames = Math.min(this.leadingFramesToSkip, producedFrames);
+      this.leadingFramesToSkip -= skippedFrames;
+      const producedSamples = (producedFrames - skippedFrames) * channels;
       this.reserve(offset + producedSamples);
-      const outputIndex = this.outputPointer >> 1;
+      const outputIndex = (this.outputPointer >> 1) + skippedFrames * channels;
       this.output.set(library.HEAP16.subarray(outputIndex, outputIndex + producedSamples), offset);
       offset += producedSamples;
     }
@@ -345,6 +357,33 @@ export class Resampler {
     grown.set(this.output);
     this.output = grown;
   }
+}
+
+/**
+ * Returns the input frames by which speexdsp's output lags its input:
+ * half the filter length, as `speex_resampler_get_input_latency` gives it
+ * (the WebAssembly build does not export that function). The length
+ * follows `update_filter` in speexdsp's resample.c: the quality's base
+ * length, stretched by the rate ratio when downsampling and rounded up to a
+ * multiple of 8.
+ */
+function speexInputLatencyFrames(inputSampleRateHz: number, outputSampleRateHz: number): number {
+  const divisor = greatestCommonDivisor(inputSampleRateHz, outputSampleRateHz);
+  const numerator = inputSampleRateHz / divisor;
+  const denominator = outputSampleRateHz / divisor;
+  let filterLength = SPEEX_BASE_FILTER_LENGTH;
+  if (numerator > denominator) {
+    filterLength = Math.floor((filterLength * numerator) / denominator);
+    filterLength = ((filterLength - 1) & ~0x7) + 8;
+  }
+  return filterLength / 2;
+}
+
+function greatestCommonDivisor(a: number, b: number): number {
+  while (b !== 0) {
+    [a, b] = [b, a % b];
+  }
+  return a;
 }
 
 function requireLibrary(): SpeexModule {

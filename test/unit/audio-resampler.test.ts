@@ -187,4 +187,30 @@ describe('Resampler', () => {
     const counts = JSON.parse(stdout) as { before: number; after: number };
     assert.equal(counts.after, counts.before, 'listeners added by the library were left on the process');
   });
+
+  test('output lines up with input', async () => {
+    // An impulse at input sample n must peak at output sample n * out / in, and the whole output keeps the length ratio.
+    for (const [inputRateHz, outputRateHz] of [
+      [8000, 16000],
+      [48000, 16000],
+      [44100, 16000],
+      [16000, 8000],
+    ] as const) {
+      const resampler = await Resampler.create({ channels: 1, inputSampleRateHz: inputRateHz, outputSampleRateHz: outputRateHz });
+      const input = new Float32Array(inputRateHz / 10);
+      input[441] = 0.5;
+      const output = resampleInChunks(resampler, input, [160]);
+      resampler.destroy();
+      let peak = 0;
+      for (let index = 1; index < output.length; index++) {
+        if (Math.abs(output[index]!) > Math.abs(output[peak]!)) {
+          peak = index;
+        }
+      }
+      const expected = (441 * outputRateHz) / inputRateHz;
+      assert.ok(Math.abs(peak - expected) <= 1, `${inputRateHz} to ${outputRateHz} Hz: peak at ${peak}, expected ${expected}`);
+      assert.equal(output.length, outputRateHz / 10, `${inputRateHz} to ${outputRateHz} Hz: length`);
+    }
+  });
 });
+
