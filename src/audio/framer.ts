@@ -8,6 +8,12 @@ export interface FramerOptions {
   format: AudioFormat;
   /** Audio per frame, in milliseconds; rounded down to whole sample frames. */
   frameMs: number;
+  /**
+   * Sample frames to leave out of the first frame, so that later frames end
+   * where the source's packets end although a resampler holds back this
+   * many frames. 0 when omitted.
+   */
+  firstFrameShortBy?: number;
 }
 
 /**
@@ -25,6 +31,8 @@ export class FrameCutter {
   private readonly sampleFrameBytes: number;
   private pending: Buffer;
   private pendingBytes = 0;
+  /** Bytes that complete the frame being filled: `frameBytes`, except for a shortened first frame. */
+  private pendingLimit: number;
   private emittedSampleFrames = 0;
   private droppedByteCount = 0;
 
@@ -39,6 +47,8 @@ export class FrameCutter {
       );
     }
     this.pending = Buffer.allocUnsafe(this.frameBytes);
+    const shortByBytes = (options.firstFrameShortBy ?? 0) * this.sampleFrameBytes;
+    this.pendingLimit = shortByBytes > 0 && shortByBytes < this.frameBytes ? this.frameBytes - shortByBytes : this.frameBytes;
   }
 
   /** Bytes dropped at the end because they did not make a whole sample frame. */
@@ -50,12 +60,13 @@ export class FrameCutter {
   write(chunk: Buffer, emit: (frame: AudioFrame) => void): void {
     let offset = 0;
     while (offset < chunk.length) {
-      const copied = chunk.copy(this.pending, this.pendingBytes, offset);
+      const copied = chunk.copy(this.pending, this.pendingBytes, offset, offset + this.pendingLimit - this.pendingBytes);
       this.pendingBytes += copied;
       offset += copied;
-      if (this.pendingBytes === this.frameBytes) {
-        emit(this.takePending(this.frameBytes));
+      if (this.pendingBytes === this.pendingLimit) {
+        emit(this.takePending(this.pendingLimit));
         this.pending = Buffer.allocUnsafe(this.frameBytes);
+        this.pendingLimit = this.frameBytes;
       }
     }
   }

@@ -84,6 +84,11 @@ export class PcmConversion {
     return this.formatChangeCount;
   }
 
+  /** Output sample frames that the resampler holds back until more input arrives; 0 without resampling. */
+  get delayFrames(): number {
+    return this.stage.resampler.delayFrames;
+  }
+
   /**
    * Converts one block and hands the encoded bytes to `emit`, which may be
    * called twice when the block's format differs from the one before (the

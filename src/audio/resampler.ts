@@ -115,6 +115,11 @@ export class Resampler {
   readonly outputSampleRateHz: number;
   /** True when the rates are equal and `process` returns its input. */
   readonly passthrough: boolean;
+  /**
+   * Output frames the filter holds back: the output for an input frame comes
+   * out only once this much more input has arrived. 0 when passing through.
+   */
+  readonly delayFrames: number = 0;
 
   private state = 0;
   /** Address of one block in the module's memory: the input and output frame counts, the input, then the output samples. */
@@ -157,10 +162,11 @@ export class Resampler {
       SPEEX_QUALITY,
       this.memory,
     );
-    this.leadingFramesToSkip = Math.round(
+    this.delayFrames = Math.round(
       (speexInputLatencyFrames(this.inputSampleRateHz, this.outputSampleRateHz) * this.outputSampleRateHz) /
         this.inputSampleRateHz,
     );
+    this.leadingFramesToSkip = this.delayFrames;
     if (this.state === 0) {
       const code = library.HEAPU32[this.memory >> 2]!;
       library._free(this.memory);

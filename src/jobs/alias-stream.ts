@@ -99,7 +99,9 @@ export class AliasStream {
     const framerOptions = { format: this.format, frameMs: this.options.output.frame_ms };
     if (this.options.live) {
       const conversion = await PcmConversion.create(converterOptions);
-      const cutter = new FrameCutter(framerOptions);
+      // When frame_ms is a multiple of the source's block length (20 ms RTP packets), frames then end
+      // where blocks end, so a frame goes out with its last packet instead of waiting for the next one.
+      const cutter = new FrameCutter({ ...framerOptions, firstFrameShortBy: conversion.delayFrames });
       this.connection.start();
       this.pipelineDone = runLivePath({
         readable: this.options.readable,

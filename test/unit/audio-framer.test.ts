@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, test } from 'node:test';
 
 import type { AudioFormat, AudioFrame } from '../../src/audio/format.ts';
-import { Framer } from '../../src/audio/framer.ts';
+import { FrameCutter, Framer } from '../../src/audio/framer.ts';
 import { AudioFormatError } from '../../src/errors.ts';
 
 /** Bytes 0, 1, 2, ... modulo 251, so any reordering or loss shows. */
@@ -97,4 +97,26 @@ describe('Framer', () => {
       (error: unknown) => error instanceof AudioFormatError && /use a longer frame_ms/.test(error.message),
     );
   });
+
+  test('shortened first frame keeps later boundaries', () => {
+    const format: AudioFormat = { encoding: 's16le', sampleRateHz: 16000, channels: 1 };
+    // A resampler holding back 48 sample frames: frames then end 48 frames before each 100 ms boundary.
+    const cutter = new FrameCutter({ format, frameMs: 100, firstFrameShortBy: 48 });
+    const data = numberedBytes(3 * 3200);
+    const frames: AudioFrame[] = [];
+    for (const chunk of cut(data, [640])) {
+      cutter.write(chunk, (audioFrame) => frames.push(audioFrame));
+    }
+    cutter.finish((audioFrame) => frames.push(audioFrame));
+    assert.deepEqual(
+      frames.map((audioFrame) => audioFrame.data.length),
+      [3200 - 96, 3200, 3200, 96],
+    );
+    assert.deepEqual(
+      frames.map((audioFrame) => audioFrame.timestampMs),
+      [0, 97, 197, 297],
+    );
+    assert.ok(Buffer.concat(frames.map((audioFrame) => audioFrame.data)).equals(data), 'bytes differ from the input');
+  });
 });
+
