@@ -247,8 +247,7 @@ describe('delivery through faults', () => {
     emulator.faults.pauseReading(60_000, { alias: 'stalled' });
     try {
       const gc = exposeGc();
-      gc();
-      const before = process.memoryUsage();
+      const before = await settledArrayBuffers(gc);
       // Loopback sockets buffer megabytes in the kernel before the sender gets
       // any backpressure, so the source writes 64 KiB frames: 1000 of them are
       // 64 MiB, far more than the kernel holds, while the server reads nothing.
@@ -266,9 +265,7 @@ describe('delivery through faults', () => {
       assert.ok(maxPendingBytes <= boundBytes, `pending reached ${maxPendingBytes} bytes, over ${boundBytes}`);
       assert.ok(connection.stats.droppedMs > 0, 'no audio was counted as dropped');
       assert.equal(connection.stats.acceptedBytes, 1000 * frameBytes);
-      gc();
-      const after = process.memoryUsage();
-      const retainedBytes = after.arrayBuffers - before.arrayBuffers;
+      const retainedBytes = (await settledArrayBuffers(gc)) - before;
       // Bound: the outage buffer (1.25 MiB), the resend window (3 s, 1.9 MiB)
       // and the socket's high-water mark, against the 64 MiB an unbounded queue would hold.
       assert.ok(retainedBytes < 8 * 1024 * 1024, `buffers grew by ${retainedBytes} bytes while writing 64 MiB`);
@@ -392,6 +389,26 @@ describe('delivery through faults', () => {
 function exposeGc(): () => void {
   setFlagsFromString('--expose-gc');
   return runInNewContext('gc') as () => void;
+}
+
+/**
+ * Returns `arrayBuffers` of `process.memoryUsage()` once garbage collection
+ * has freed what it can. V8 frees the memory of dead ArrayBuffers on a
+ * background thread after a collection, so one read right after `gc()` can
+ * still count them; this collects and reads until two reads agree.
+ */
+async function settledArrayBuffers(gc: () => void): Promise<number> {
+  let previous = Number.NaN;
+  for (let attempt = 0; attempt < 20; attempt++) {
+    gc();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const current = process.memoryUsage().arrayBuffers;
+    if (current === previous) {
+      return current;
+    }
+    previous = current;
+  }
+  return previous;
 }
 
 function countResources(): { sockets: number; timers: number } {
