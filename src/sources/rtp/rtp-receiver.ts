@@ -162,6 +162,7 @@ export class RtpReceiver {
     this.options = options;
     this.config = options.config;
     this.listen = options.config.listen;
+    // The host's logger names the listen address, so the receiver's own lines leave it out.
     this.log = options.logger;
     this.clock = options.clock ?? systemClock;
     this.payloadTypes = payloadTypes;
@@ -172,7 +173,7 @@ export class RtpReceiver {
     });
     socket.on('message', (datagram, remote) => this.onDatagram(datagram, remote));
     socket.on('error', (error) => {
-      this.log.error({ err: error, listen: this.listen }, 'rtp socket failed; the source stops');
+      this.log.error({ err: error }, 'rtp socket failed; the source stops');
       void this.close();
     });
     this.scheduleStats();
@@ -233,7 +234,7 @@ export class RtpReceiver {
     });
     await Promise.all(this.openStreams().map(({ source }) => source.stopped()));
     this.reportDrops();
-    this.log.info({ listen: this.listen, ...this.counters().source }, 'rtp source closed');
+    this.log.info(this.counters().source, 'rtp source closed');
     this.resolveClosed();
   }
 
@@ -437,7 +438,7 @@ export class RtpReceiver {
     }
     this.reportedPayloadTypes.add(packet.payloadType);
     this.log.warn(
-      { payloadType: packet.payloadType, ssrc: packet.ssrc, listen: this.listen },
+      { payloadType: packet.payloadType, ssrc: packet.ssrc },
       unmappedPayloadTypeMessage(packet.payloadType, packet.ssrc),
     );
   }
@@ -502,7 +503,7 @@ export class RtpReceiver {
     }
     this.lastReportedDrops = totals;
     if (any) {
-      this.log.warn({ listen: this.listen, streams: this.openStreams().length, ...delta }, 'rtp packets dropped');
+      this.log.warn({ streams: this.openStreams().length, ...delta }, 'rtp packets dropped');
     }
   }
 
