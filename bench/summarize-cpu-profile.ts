@@ -25,9 +25,14 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
+const USAGE = 'Usage: summarize-cpu-profile FILE.cpuprofile [--top N] [--skip-seconds S]\n';
 const [file, ...rest] = process.argv.slice(2);
-if (file === undefined) {
-  process.stderr.write('Usage: summarize-cpu-profile FILE.cpuprofile [--top N] [--skip-seconds S]\n');
+if (file === '--help' || file === '-h') {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
+if (file === undefined || file.startsWith('--')) {
+  process.stderr.write(USAGE);
   process.exit(64);
 }
 const topIndex = rest.indexOf('--top');
@@ -48,6 +53,12 @@ profile.samples.forEach((id, index) => {
   hitsById.set(id, (hitsById.get(id) ?? 0) + 1);
   totalSamples += 1;
 });
+if (totalSamples === 0) {
+  process.stderr.write(
+    `${file} has no samples after the first ${skipMicros / 1e6} s: the profile covers ${(elapsedMicros / 1e6).toFixed(1)} s; use a smaller --skip-seconds\n`,
+  );
+  process.exit(65);
+}
 const byFunction = new Map<string, number>();
 const byFile = new Map<string, number>();
 for (const node of profile.nodes) {

@@ -101,7 +101,7 @@ function renderLatency(summary: SummaryRow[]): string[] {
   const lines = [
     '## Latency, packet sent to frame received (median of runs; max over runs)',
     '',
-    '| subject | streams | frames / expected | p50, ms | p99, ms | max, ms | p99 − baseline p99, ms | late frames | catch-up after start, ms |',
+    '| subject | streams | frames / expected | p50, ms | p99, ms | max, ms | p99 − baseline p99, ms | late frames, sum over runs | catch-up after start, ms |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of summary) {
