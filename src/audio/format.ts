@@ -59,3 +59,19 @@ export function bytesForDuration(format: AudioFormat, durationMs: number): numbe
 export function durationMsOf(format: AudioFormat, byteLength: number): number {
   return (byteLength / bytesPerSampleFrame(format) / format.sampleRateHz) * 1000;
 }
+
+/**
+ * Converts a float sample to 16 bits: `round(x * 32768)` clamped to
+ * [-32768, 32767], exact for values of the form k / 32768. NaN from a broken
+ * source becomes silence instead of poisoning encoder tables or filter state.
+ */
+export function floatToInt16(sample: number): number {
+  const scaled = Math.round(sample * 32768);
+  if (scaled > 32767) {
+    return 32767;
+  }
+  if (scaled < -32768) {
+    return -32768;
+  }
+  return scaled === scaled ? scaled : 0;
+}

@@ -9,7 +9,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import type { OutputConfig } from '../config/types.ts';
 import { AudioFormatError } from '../errors.ts';
 import { createSilentLogger, type Logger } from '../logger.ts';
-import { bytesPerSample, type AudioFormat, type PcmBlock } from './format.ts';
+import { bytesPerSample, floatToInt16, type AudioFormat, type PcmBlock } from './format.ts';
 import { ALAW_ENCODE_TABLE, MULAW_ENCODE_TABLE } from './g711.ts';
 import { ChannelMixer } from './channel-mixer.ts';
 import { loadResamplerLibrary, Resampler } from './resampler.ts';
@@ -272,18 +272,6 @@ function createInputStage(
   return { sampleRateHz, channels, mixer, resampler };
 }
 
-/** Converts a float sample to 16 bits: `round(x * 32768)` clamped, exact for values of the form k / 32768. */
-function toInt16(sample: number): number {
-  const scaled = Math.round(sample * 32768);
-  if (scaled > 32767) {
-    return 32767;
-  }
-  if (scaled < -32768) {
-    return -32768;
-  }
-  // NaN from a broken source becomes silence instead of poisoning the encoder tables.
-  return scaled === scaled ? scaled : 0;
-}
 
 /** Encodes float samples into a new Buffer of the given encoding. */
 export function encodeSamples(samples: Float32Array, encoding: AudioFormat['encoding']): Buffer {
@@ -297,7 +285,7 @@ function encodeSamplesInto(samples: Float32Array, encoding: AudioFormat['encodin
   switch (encoding) {
     case 's16le':
       for (let index = 0; index < samples.length; index++) {
-        const value = toInt16(samples[index]!);
+        const value = floatToInt16(samples[index]!);
         // Byte by byte, so the output is little-endian on any host.
         bytes[2 * index] = value & 0xff;
         bytes[2 * index + 1] = (value >> 8) & 0xff;
@@ -307,7 +295,7 @@ function encodeSamplesInto(samples: Float32Array, encoding: AudioFormat['encodin
     case 'alaw': {
       const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
       for (let index = 0; index < samples.length; index++) {
-        bytes[index] = table[toInt16(samples[index]!) + 32768]!;
+        bytes[index] = table[floatToInt16(samples[index]!) + 32768]!;
       }
       return;
     }

@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 
 import { AudioFormatError } from '../errors.ts';
+import { floatToInt16 } from './format.ts';
 
 /**
  * Speex quality 3, a 48-tap filter. With a 1 kHz tone at half scale in 16
@@ -289,7 +290,7 @@ export class Resampler {
     const heap = library.HEAP16;
     const inputIndex = this.inputPointer >> 1;
     for (let index = start; index < end; index++) {
-      heap[inputIndex + index - start] = toInt16(input[index]!);
+      heap[inputIndex + index - start] = floatToInt16(input[index]!);
     }
     const channels = this.channels;
     let consumedFrames = 0;
@@ -404,18 +405,6 @@ function describeError(library: SpeexModule, code: number): string {
   return `${library.AsciiToString(library._speex_resampler_strerror(code))} (speex error ${code})`;
 }
 
-/** Converts a float sample to 16 bits: `round(x * 32768)` clamped, exact for values of the form k / 32768. */
-function toInt16(sample: number): number {
-  const scaled = Math.round(sample * 32768);
-  if (scaled > 32767) {
-    return 32767;
-  }
-  if (scaled < -32768) {
-    return -32768;
-  }
-  // NaN becomes silence instead of poisoning the filter state.
-  return scaled === scaled ? scaled : 0;
-}
 
 function validateOptions(options: ResamplerOptions): void {
   const { channels, inputSampleRateHz, outputSampleRateHz } = options;
