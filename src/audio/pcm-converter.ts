@@ -160,23 +160,8 @@ export class PcmConversion {
       emit(Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength));
       return;
     }
-    const byteLength = samples.length * bytesPerSample(encoding);
-    if (this.encoded.length < byteLength) {
-      this.encoded = Buffer.allocUnsafe(byteLength);
-    }
-    const bytes = this.encoded.subarray(0, byteLength);
-    if (encoding === 's16le') {
-      for (let index = 0; index < samples.length; index++) {
-        const value = samples[index]!;
-        bytes[2 * index] = value & 0xff;
-        bytes[2 * index + 1] = (value >> 8) & 0xff;
-      }
-    } else {
-      const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
-      for (let index = 0; index < samples.length; index++) {
-        bytes[index] = table[samples[index]! + 32768]!;
-      }
-    }
+    const bytes = this.encodedBuffer(samples.length);
+    encodeInt16Into(samples, encoding, bytes);
     emit(bytes);
   }
 
@@ -184,13 +169,18 @@ export class PcmConversion {
     if (samples.length === 0) {
       return;
     }
-    const byteLength = samples.length * bytesPerSample(this.outputFormat.encoding);
+    const bytes = this.encodedBuffer(samples.length);
+    encodeSamplesInto(samples, this.outputFormat.encoding, bytes);
+    emit(bytes);
+  }
+
+  /** Returns a view of the reused output buffer, grown when needed, for `sampleCount` encoded samples. */
+  private encodedBuffer(sampleCount: number): Buffer {
+    const byteLength = sampleCount * bytesPerSample(this.outputFormat.encoding);
     if (this.encoded.length < byteLength) {
       this.encoded = Buffer.allocUnsafe(byteLength);
     }
-    const target = this.encoded.subarray(0, byteLength);
-    encodeSamplesInto(samples, this.outputFormat.encoding, target);
-    emit(target);
+    return this.encoded.subarray(0, byteLength);
   }
 }
 
@@ -272,7 +262,6 @@ function createInputStage(
   return { sampleRateHz, channels, mixer, resampler };
 }
 
-
 /** Encodes float samples into a new Buffer of the given encoding. */
 export function encodeSamples(samples: Float32Array, encoding: AudioFormat['encoding']): Buffer {
   const bytes = Buffer.allocUnsafe(samples.length * bytesPerSample(encoding));
@@ -296,6 +285,28 @@ function encodeSamplesInto(samples: Float32Array, encoding: AudioFormat['encodin
       const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
       for (let index = 0; index < samples.length; index++) {
         bytes[index] = table[floatToInt16(samples[index]!) + 32768]!;
+      }
+      return;
+    }
+  }
+}
+
+/** Encodes 16-bit samples into `bytes`, whose length must equal their encoded length. */
+function encodeInt16Into(samples: Int16Array, encoding: AudioFormat['encoding'], bytes: Buffer): void {
+  switch (encoding) {
+    case 's16le':
+      for (let index = 0; index < samples.length; index++) {
+        const value = samples[index]!;
+        // Byte by byte, so the output is little-endian on any host.
+        bytes[2 * index] = value & 0xff;
+        bytes[2 * index + 1] = (value >> 8) & 0xff;
+      }
+      return;
+    case 'mulaw':
+    case 'alaw': {
+      const table = encoding === 'mulaw' ? MULAW_ENCODE_TABLE : ALAW_ENCODE_TABLE;
+      for (let index = 0; index < samples.length; index++) {
+        bytes[index] = table[samples[index]! + 32768]!;
       }
       return;
     }
