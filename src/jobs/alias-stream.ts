@@ -103,18 +103,18 @@ export class AliasStream {
       // where blocks end, so a frame goes out with its last packet instead of waiting for the next one.
       const cutter = new FrameCutter({ ...framerOptions, firstFrameShortBy: conversion.delayFrames });
       this.connection.start();
-      this.pipelineDone = runLivePath({
-        readable: this.options.readable,
-        conversion,
-        cutter,
-        onFrame: (frame) => {
-          this.lastFrame = frame;
-          // A live frame is never refused: the connection drops the oldest audio when an outage lasts too long.
-          this.connection.write(frame);
-        },
-      }).catch((error: unknown) => {
-        this.log.error({ err: error }, 'audio pipeline failed; ending the stream with what was sent');
-      });
+      this.watchPipeline(
+        runLivePath({
+          readable: this.options.readable,
+          conversion,
+          cutter,
+          onFrame: (frame) => {
+            this.lastFrame = frame;
+            // A live frame is never refused: the connection drops the oldest audio when an outage lasts too long.
+            this.connection.write(frame);
+          },
+        }),
+      );
       return;
     }
     const converter = await PcmConverter.create(converterOptions);
@@ -123,7 +123,12 @@ export class AliasStream {
       this.lastFrame = frame;
     });
     this.connection.start();
-    this.pipelineDone = pipeline(this.options.readable, converter, framer, sink).catch((error: unknown) => {
+    this.watchPipeline(pipeline(this.options.readable, converter, framer, sink));
+  }
+
+  /** Keeps `done` as the pipeline to wait for, and logs its failure; the stream then ends with what was sent. */
+  private watchPipeline(done: Promise<void>): void {
+    this.pipelineDone = done.catch((error: unknown) => {
       this.log.error({ err: error }, 'audio pipeline failed; ending the stream with what was sent');
     });
   }
