@@ -153,7 +153,9 @@ export class Resampler {
     const outputBytes = this.outputCapacityFrames * this.channels * 2;
     this.memory = library._malloc(8 + inputBytes + outputBytes);
     if (this.memory === 0) {
-      throw new Error('the resampler library is out of memory');
+      throw new Error(
+        `the resampler library is out of memory: allocating ${8 + inputBytes + outputBytes} bytes failed; run fewer streams per process`,
+      );
     }
     this.inputPointer = this.memory + 8;
     this.outputPointer = this.inputPointer + inputBytes;
@@ -164,11 +166,6 @@ export class Resampler {
       SPEEX_QUALITY,
       this.memory,
     );
-    this.delayFrames = Math.round(
-      (speexInputLatencyFrames(this.inputSampleRateHz, this.outputSampleRateHz) * this.outputSampleRateHz) /
-        this.inputSampleRateHz,
-    );
-    this.leadingFramesToSkip = this.delayFrames;
     if (this.state === 0) {
       const code = library.HEAPU32[this.memory >> 2]!;
       library._free(this.memory);
@@ -177,6 +174,11 @@ export class Resampler {
         `cannot resample ${this.channels} channels from ${this.inputSampleRateHz} to ${this.outputSampleRateHz} Hz: ${describeError(library, code)}`,
       );
     }
+    this.delayFrames = Math.round(
+      (speexInputLatencyFrames(this.inputSampleRateHz, this.outputSampleRateHz) * this.outputSampleRateHz) /
+        this.inputSampleRateHz,
+    );
+    this.leadingFramesToSkip = this.delayFrames;
   }
 
   /**
@@ -281,7 +283,7 @@ export class Resampler {
 
   /**
    * Resamples `input[start, end)` (at most MAX_FRAMES_PER_CALL frames) and
-   * appends the result at `offset` of the output buffer; returns the new
+   * appends the result at `offset` of the output buffer. Returns the new
    * length in samples.
    */
   private convertInto(input: Float32Array, start: number, end: number, offset: number): number {

@@ -103,12 +103,12 @@ export class RtpStreamDecoder {
     const decoder =
       format !== undefined && isAudioEncoding(format.encoding) ? this.decoderFor(packet.payloadType) : undefined;
     if (this.pendingPackets === 0 && decoder !== undefined && !decoder.asynchronous && !this.needsAdapter(decoder)) {
-      // Nothing is queued before this packet and it decodes at once, so it
-      // is placed now, because the chain's microtasks would cost more than the decoding.
+      // Nothing is queued and the decoder is synchronous, so the packet is placed at once.
+      // The chain's microtasks would cost more than the decoding.
       try {
         this.decodeAndPlace(released, format!, decoder);
       } catch (error) {
-        this.log.error({ err: error }, 'rtp packet processing failed');
+        this.log.error({ err: error, ssrc: packet.ssrc, sequenceNumber: packet.sequenceNumber }, 'rtp packet processing failed');
       }
       return;
     }
