@@ -393,9 +393,9 @@ function exposeGc(): () => void {
 
 /**
  * Returns `arrayBuffers` of `process.memoryUsage()` once garbage collection
- * has freed what it can. V8 frees the memory of dead ArrayBuffers on a
- * background thread after a collection, so one read right after `gc()` can
- * still count them; this collects and reads until two reads agree.
+ * has freed what it can. V8 can free the memory of dead ArrayBuffers after a
+ * collection returns, so one read right after `gc()` may still count them.
+ * This collects and reads until two reads agree.
  */
 async function settledArrayBuffers(gc: () => void): Promise<number> {
   let previous = Number.NaN;

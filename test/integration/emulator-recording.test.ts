@@ -80,8 +80,8 @@ describe('emulator recordings', () => {
       await stream.end();
       await stream.closed;
     }
-    // The emulator, in this process, may still be replacing a summary after
-    // the client saw the close; its temporary file is part of that atomic write.
+    // The emulator runs in this process and may still be replacing a summary after the client saw the close.
+    // Its temporary file belongs to that atomic write, so it is left out.
     const files = (await readdir(join(recordDir, job.job_id))).filter((name) => !name.endsWith('.tmp')).sort();
     assert.deepEqual(files, ['mic.a.json', 'mic.a.raw', 'mic_b-2.json', 'mic_b-2.raw']);
     for (const [alias, payload] of payloads) {
