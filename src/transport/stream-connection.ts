@@ -19,6 +19,7 @@ import {
 } from '../jobs/protocol.ts';
 import { fullJitterDelayMs } from './backoff.ts';
 import { ChunkQueue, type Chunk } from './chunk-queue.ts';
+import { ResendWindow } from './resend-window.ts';
 
 /*
  * Life of one alias's connection:
@@ -161,8 +162,8 @@ export class StreamConnection extends EventEmitter<{
   /** Audio not yet handed to the current socket. */
   private readonly pending = new ChunkQueue();
   /** Audio handed to the socket and kept for resending. */
-  private readonly unconfirmed = new ChunkQueue();
-  /** Byte offset, in the server's count for this alias, of the first chunk in `unconfirmed`. */
+  private readonly unconfirmed = new ResendWindow(RESEND_WINDOW_MS);
+  /** Byte offset, in the server's count for this alias, of the first byte in `unconfirmed`. */
   private unconfirmedStartOffset = 0;
 
   private failures = 0;
@@ -476,8 +477,8 @@ export class StreamConnection extends EventEmitter<{
     if (this.state.status !== 'open' || this.state.ws !== ws) {
       return;
     }
+    const sentEndOffset = this.unconfirmedStartOffset + this.unconfirmed.byteLength;
     const retained = this.unconfirmed.drain();
-    const sentEndOffset = this.unconfirmedStartOffset + retained.reduce((sum, chunk) => sum + chunk.data.length, 0);
     if (remote === undefined) {
       // Without the server's count the safe choice is to assume it has
       // everything: resending could duplicate audio on the server.
@@ -556,11 +557,7 @@ export class StreamConnection extends EventEmitter<{
         this.stats.sentMs += chunk.durationMs;
         this.stats.sentChunks += 1;
       }
-      this.unconfirmed.push(chunk);
-      while (this.unconfirmed.durationMs > RESEND_WINDOW_MS && this.unconfirmed.length > 1) {
-        const oldest = this.unconfirmed.shift() as Chunk;
-        this.unconfirmedStartOffset += oldest.data.length;
-      }
+      this.unconfirmedStartOffset += this.unconfirmed.push(chunk.data, chunk.durationMs);
     }
     if (this.needDrain && this.pending.bytes < this.delivery.high_water_bytes) {
       this.needDrain = false;
@@ -735,7 +732,7 @@ export class StreamConnection extends EventEmitter<{
     for (const chunk of unsent) {
       this.countDropped(chunk);
     }
-    this.unconfirmed.drain();
+    this.unconfirmed.clear();
     this.transition({ status: 'closed', outcome }, { action: outcome.action, doneReceived: outcome.doneReceived });
     this.abortController.abort(new Error('stream closed'));
     this.emit('closed', outcome);
