@@ -54,6 +54,8 @@ export class PcmConversion {
   private readonly log: Logger;
   private formatChangeCount = 0;
   private encoded = Buffer.alloc(0);
+  /** The last view of `encoded` handed out; blocks of one size, as RTP gives, reuse it. */
+  private encodedView = Buffer.alloc(0);
 
   private constructor(options: PcmConverterOptions, stage: InputStage, log: Logger) {
     this.outputFormat = {
@@ -177,10 +179,14 @@ export class PcmConversion {
   /** Returns a view of the reused output buffer, grown when needed, for `sampleCount` encoded samples. */
   private encodedBuffer(sampleCount: number): Buffer {
     const byteLength = sampleCount * bytesPerSample(this.outputFormat.encoding);
+    if (this.encodedView.length === byteLength) {
+      return this.encodedView;
+    }
     if (this.encoded.length < byteLength) {
       this.encoded = Buffer.allocUnsafe(byteLength);
     }
-    return this.encoded.subarray(0, byteLength);
+    this.encodedView = this.encoded.subarray(0, byteLength);
+    return this.encodedView;
   }
 }
 

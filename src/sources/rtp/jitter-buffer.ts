@@ -150,6 +150,12 @@ export class JitterBuffer {
       this.counters.duplicate += 1;
       return;
     }
+    if (extended === this.next && this.held.size === 0) {
+      // The next packet with nothing held: the usual case, released without going through the map.
+      this.highest = extended;
+      this.release(packet, arrivalMs);
+      return;
+    }
     if (extended < this.highest) {
       this.counters.reordered += 1;
     } else {
@@ -249,18 +255,23 @@ export class JitterBuffer {
     for (let entry = this.held.get(this.next); entry !== undefined; entry = this.held.get(this.next)) {
       this.held.delete(this.next);
       this.heldBytes -= entry.packet.payload.length;
-      this.releasedHistory[this.next % RELEASED_HISTORY] = this.next;
-      this.next += 1;
-      const released: ReleasedPacket = {
-        packet: entry.packet,
-        arrivalMs: entry.arrivalMs,
-        lostBefore: this.pendingLost,
-        discontinuity: this.pendingDiscontinuity,
-      };
-      this.pendingLost = 0;
-      this.pendingDiscontinuity = false;
-      this.options.onRelease(released);
+      this.release(entry.packet, entry.arrivalMs);
     }
+  }
+
+  /** Releases the packet with sequence number `next`, which is not held. */
+  private release(packet: RtpPacket, arrivalMs: number): void {
+    this.releasedHistory[this.next % RELEASED_HISTORY] = this.next;
+    this.next += 1;
+    const released: ReleasedPacket = {
+      packet,
+      arrivalMs,
+      lostBefore: this.pendingLost,
+      discontinuity: this.pendingDiscontinuity,
+    };
+    this.pendingLost = 0;
+    this.pendingDiscontinuity = false;
+    this.options.onRelease(released);
   }
 
   /** Gives up on the packets missing before the lowest held one. */

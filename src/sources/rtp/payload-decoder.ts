@@ -6,13 +6,14 @@
 import { ALAW_DECODE_TABLE, MULAW_DECODE_TABLE } from '../../audio/g711.ts';
 import { G722Decoder } from '../../audio/g722-decoder.ts';
 import { OpusDecoder } from '../../audio/opus-decoder.ts';
+import { takeSamples } from '../../audio/sample-slab.ts';
 import { AudioFormatError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import type { PayloadFormat } from './payload-types.ts';
 
 const INT16_SCALE = 1 / 32768;
 
-/** Scales a G.711 decode table to floats, so that a payload decodes in one pass into one new array. */
+/** Scales a G.711 decode table to floats, so that a payload decodes in one pass. */
 function toFloatTable(table: Int16Array): Float32Array {
   return Float32Array.from(table, (sample) => sample * INT16_SCALE);
 }
@@ -86,7 +87,7 @@ class G711PayloadDecoder implements PayloadDecoder {
       );
     }
     const table = this.table;
-    const samples = new Float32Array(payload.length);
+    const samples = takeSamples(payload.length);
     for (let index = 0; index < payload.length; index++) {
       samples[index] = table[payload[index]!]!;
     }
@@ -116,7 +117,7 @@ class L16PayloadDecoder implements PayloadDecoder {
         `${this.format.rtpmap} payload of ${payload.length} bytes is not a whole number of ${frameBytes}-byte sample frames`,
       );
     }
-    const samples = new Float32Array(payload.length / 2);
+    const samples = takeSamples(payload.length / 2);
     for (let index = 0; index < samples.length; index++) {
       samples[index] = payload.readInt16BE(index * 2) * INT16_SCALE;
     }

@@ -28,12 +28,15 @@ export interface RtpPacket {
   /** 32-bit media timestamp, in ticks of the payload format's clock. */
   timestamp: number;
   ssrc: number;
-  csrcs: number[];
+  csrcs: readonly number[];
   /** Profile-defined 16 bits of the header extension, when the X bit is set. */
   extensionProfile: number | undefined;
   /** Payload without header, CSRC list, extension or padding; a view of the datagram. */
   payload: Buffer;
 }
+
+/** The CSRC list of the packets that have none, which is almost all; one shared array spares an allocation per packet. */
+const NO_CSRCS: number[] = Object.freeze([]) as unknown as number[];
 
 export type MalformedReason =
   | 'too_short'
@@ -72,7 +75,7 @@ export function parseRtpDatagram(datagram: Buffer): ParsedDatagram {
   if (offset > datagram.length) {
     return { kind: 'malformed', reason: 'csrc_overrun' };
   }
-  const csrcs: number[] = [];
+  const csrcs: number[] = csrcCount === 0 ? NO_CSRCS : [];
   for (let index = 0; index < csrcCount; index++) {
     csrcs.push(datagram.readUInt32BE(RTP_HEADER_BYTES + index * 4));
   }

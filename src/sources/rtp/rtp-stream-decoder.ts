@@ -217,7 +217,7 @@ export class RtpStreamDecoder {
 
     const step = this.timeline.step(
       {
-        released: { ...released, lostBefore: released.lostBefore + this.undecodedPackets },
+        released: this.undecodedPackets === 0 ? released : { ...released, lostBefore: released.lostBefore + this.undecodedPackets },
         clockRateHz: format.clockRateHz,
         durationTicks: ticksOfFrames(decoder, decodedFrames),
       },
