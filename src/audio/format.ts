@@ -24,6 +24,12 @@ export interface PcmBlock {
   sampleRateHz: number;
   channels: number;
   timestampMs: number;
+  /**
+   * The G.711 bytes the samples were decoded from, when a source has them.
+   * An output in the same encoding, rate and channels sends these bytes
+   * as they came, instead of encoding the samples again.
+   */
+  encoded?: { encoding: 'mulaw' | 'alaw'; data: Buffer };
 }
 
 /** Encoded audio for one WebSocket binary frame. Its duration follows from its byte length and format. */

@@ -54,7 +54,7 @@ export class PcmConversion {
   private readonly log: Logger;
   private formatChangeCount = 0;
   private encoded = Buffer.alloc(0);
-  /** The last view of `encoded` handed out; blocks of one size, as RTP gives, reuse it. */
+  /** The last view of `encoded` handed out. Blocks of one size, as RTP gives, reuse it. */
   private encodedView = Buffer.alloc(0);
 
   private constructor(options: PcmConverterOptions, stage: InputStage, log: Logger) {
@@ -108,8 +108,18 @@ export class PcmConversion {
         `PCM block of ${block.samples.length} samples is not a whole number of ${block.channels}-channel frames`,
       );
     }
-    const mixed = this.stage.mixer.mix(block.samples);
     const resampler = this.stage.resampler;
+    if (
+      block.encoded !== undefined &&
+      block.encoded.encoding === this.outputFormat.encoding &&
+      resampler.passthrough &&
+      this.stage.mixer.mode === 'identity'
+    ) {
+      // G.711 in and the same law out: the bytes go as they came, which is exact and spares encoding.
+      emit(block.encoded.data);
+      return;
+    }
+    const mixed = this.stage.mixer.mix(block.samples);
     if (resampler.passthrough) {
       this.emitEncoded(mixed, emit);
       return;

@@ -278,13 +278,11 @@ describe('rtp codecs from ffmpeg', () => {
     assert.ok(recording.audio.equals(Buffer.concat(Array(ALL_CODES_PACKETS).fill(EVERY_CODE))));
   });
 
-  it('keeps every mu-law code but negative zero', () => {
-    // Codes 0x7F and 0xFF both decode to 0, which G.711 encodes as 0xFF.
+  it('keeps every mu-law code', () => {
+    // Negative zero (0x7F) too, which decoding and encoding again would turn into 0xFF.
     const recording = emulator.getRecording(jobId, 'mulaw-codes');
     assert.ok(recording);
-    const expected = Buffer.from(EVERY_CODE);
-    expected[0x7f] = 0xff;
-    assert.ok(recording.audio.equals(Buffer.concat(Array(ALL_CODES_PACKETS).fill(expected))));
+    assert.ok(recording.audio.equals(Buffer.concat(Array(ALL_CODES_PACKETS).fill(EVERY_CODE))));
   });
 
   it('delivers L16 byte-identical', async () => {

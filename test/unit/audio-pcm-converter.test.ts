@@ -114,6 +114,26 @@ describe('PcmConverter', () => {
     assert.deepEqual([...int16Samples(converted)], [32767, 32767, -32768, -32768, 0, 1, 0]);
   });
 
+  test('G.711 bytes pass unchanged', async () => {
+    // Every mu-law code, negative zero (0x7F) included, which encoding the decoded samples would turn into 0xFF.
+    const codes = Buffer.from(Array.from({ length: 256 }, (_, code) => code));
+    const decoded = new Int16Array(256);
+    decodeMulaw(codes, decoded);
+    const samples = Float32Array.from(decoded, (value) => value / 32768);
+    const block: PcmBlock = { samples, sampleRateHz: 8000, channels: 1, timestampMs: 0, encoded: { encoding: 'mulaw', data: codes } };
+
+    const mulaw = await PcmConverter.create({ output: output({ format: 'mulaw', sample_rate_hz: 8000 }), inputSampleRateHz: 8000, inputChannels: 1 });
+    assert.ok((await convert(mulaw, [block])).equals(codes), 'mu-law out differs from the bytes in');
+
+    // Another law or another rate encodes the samples.
+    const alaw = await PcmConverter.create({ output: output({ format: 'alaw', sample_rate_hz: 8000 }), inputSampleRateHz: 8000, inputChannels: 1 });
+    const expectedAlaw = Buffer.alloc(256);
+    encodeAlaw(decoded, expectedAlaw);
+    assert.ok((await convert(alaw, [block])).equals(expectedAlaw), 'A-law out is not the encoding of the samples');
+    const resampled = await PcmConverter.create({ output: output({ format: 'mulaw', sample_rate_hz: 16000 }), inputSampleRateHz: 8000, inputChannels: 1 });
+    assert.equal((await convert(resampled, [block])).length, 512);
+  });
+
   test('48 kHz stereo becomes 16 kHz mono', async () => {
     const converter = await PcmConverter.create({ output: output(), inputSampleRateHz: 48000, inputChannels: 2 });
     const blocks = sineBlocks({ frequenciesHz: [440, 440], sampleRateHz: 48000, frames: 96000, blockFrames: 960 });

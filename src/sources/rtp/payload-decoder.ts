@@ -26,6 +26,8 @@ export interface PayloadDecoder {
   /** Rate of the decoded samples, in Hz. */
   readonly sampleRateHz: number;
   readonly channels: number;
+  /** The output encoding whose bytes equal this payload format's (G.711 only). Blocks from this decoder carry their payload. */
+  readonly encodedAs?: 'mulaw' | 'alaw';
   /** True when decode() returns a promise: G.722 runs in ffmpeg, and its results come in payload order. */
   readonly asynchronous: boolean;
   /**
@@ -45,9 +47,9 @@ export interface PayloadDecoder {
 export function createPayloadDecoder(format: PayloadFormat, logger: Logger): PayloadDecoder {
   switch (format.encoding) {
     case 'pcmu':
-      return new G711PayloadDecoder(format, MULAW_FLOAT_TABLE);
+      return new G711PayloadDecoder(format, MULAW_FLOAT_TABLE, 'mulaw');
     case 'pcma':
-      return new G711PayloadDecoder(format, ALAW_FLOAT_TABLE);
+      return new G711PayloadDecoder(format, ALAW_FLOAT_TABLE, 'alaw');
     case 'l16':
       return new L16PayloadDecoder(format);
     case 'opus':
@@ -70,11 +72,13 @@ class G711PayloadDecoder implements PayloadDecoder {
   readonly asynchronous = false;
   readonly sampleRateHz: number;
   readonly channels: number;
+  readonly encodedAs: 'mulaw' | 'alaw';
   private readonly table: Float32Array;
 
   /** `table` maps each of the 256 codes to its linear value over 32768. */
-  constructor(format: PayloadFormat, table: Float32Array) {
+  constructor(format: PayloadFormat, table: Float32Array, encodedAs: 'mulaw' | 'alaw') {
     this.format = format;
+    this.encodedAs = encodedAs;
     this.sampleRateHz = format.sampleRateHz;
     this.channels = format.channels;
     this.table = table;

@@ -231,6 +231,10 @@ export class RtpStreamDecoder {
     if (step.fillFrames > 0) {
       this.emitFill(step.fillStartFrame, step.fillFrames, step.concealFrames, decoder, adapter);
     }
+    if (adapter === undefined && decoder.encodedAs !== undefined) {
+      this.emitBlock(decoded, step.packetStartFrame, { encoding: decoder.encodedAs, data: packet.payload });
+      return;
+    }
     const samples = adapter === undefined ? decoded : adapter.process(decoded);
     this.emitBlock(samples, step.packetStartFrame);
   }
@@ -297,12 +301,12 @@ export class RtpStreamDecoder {
     this.counters.filledFrames += fillFrames;
   }
 
-  private emitBlock(samples: Float32Array, startFrame: number): void {
+  private emitBlock(samples: Float32Array, startFrame: number, encoded?: PcmBlock['encoded']): void {
     if (samples.length === 0) {
       return;
     }
     const { sampleRateHz, channels } = this.options.format;
-    this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz });
+    this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz, encoded });
   }
 
   /**
