@@ -14,6 +14,12 @@ export interface FramerOptions {
    * many frames. 0 when omitted.
    */
   firstFrameShortBy?: number;
+  /**
+   * Fills two Buffers by turns instead of a new Buffer per frame, for a
+   * consumer that copies what it keeps (see `StreamConnection.writeBorrowed`).
+   * A frame's bytes then stay as they are until the frame after next is cut.
+   */
+  alternateBuffers?: boolean;
 }
 
 /**
@@ -30,6 +36,8 @@ export class FrameCutter {
 
   private readonly sampleFrameBytes: number;
   private pending: Buffer;
+  /** The Buffer that the frame after this one fills, when two alternate. */
+  private spare: Buffer | undefined;
   private pendingBytes = 0;
   /** Bytes that complete the frame being filled: `frameBytes`, except for a shortened first frame. */
   private pendingLimit: number;
@@ -46,7 +54,12 @@ export class FrameCutter {
         `invalid frame duration ${options.frameMs} ms: shorter than one sample at ${options.format.sampleRateHz} Hz; use a longer frame_ms`,
       );
     }
-    this.pending = Buffer.allocUnsafe(this.frameBytes);
+    if (options.alternateBuffers === true) {
+      this.pending = Buffer.allocUnsafeSlow(this.frameBytes);
+      this.spare = Buffer.allocUnsafeSlow(this.frameBytes);
+    } else {
+      this.pending = Buffer.allocUnsafe(this.frameBytes);
+    }
     const shortByBytes = (options.firstFrameShortBy ?? 0) * this.sampleFrameBytes;
     this.pendingLimit = shortByBytes > 0 && shortByBytes < this.frameBytes ? this.frameBytes - shortByBytes : this.frameBytes;
   }
@@ -64,9 +77,14 @@ export class FrameCutter {
       this.pendingBytes += copied;
       offset += copied;
       if (this.pendingBytes === this.pendingLimit) {
-        emit(this.takePending(this.pendingLimit));
-        this.pending = Buffer.allocUnsafe(this.frameBytes);
+        const frame = this.takePending(this.pendingLimit);
+        if (this.spare === undefined) {
+          this.pending = Buffer.allocUnsafe(this.frameBytes);
+        } else {
+          [this.pending, this.spare] = [this.spare, this.pending];
+        }
         this.pendingLimit = this.frameBytes;
+        emit(frame);
       }
     }
   }

@@ -101,7 +101,7 @@ export class AliasStream {
       const conversion = await PcmConversion.create(converterOptions);
       // When frame_ms is a multiple of the source's block length (20 ms RTP packets), frames then end
       // where blocks end, so a frame goes out with its last packet instead of waiting for the next one.
-      const cutter = new FrameCutter({ ...framerOptions, firstFrameShortBy: conversion.delayFrames });
+      const cutter = new FrameCutter({ ...framerOptions, firstFrameShortBy: conversion.delayFrames, alternateBuffers: true });
       this.connection.start();
       this.watchPipeline(
         runLivePath({
@@ -111,7 +111,8 @@ export class AliasStream {
           onFrame: (frame) => {
             this.lastFrame = frame;
             // A live frame is never refused: the connection drops the oldest audio when an outage lasts too long.
-            this.connection.write(frame);
+            // The cutter fills the frame's Buffer again two frames later, so the connection copies what it keeps.
+            this.connection.writeBorrowed(frame);
           },
         }),
       );

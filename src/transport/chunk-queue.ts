@@ -53,6 +53,11 @@ export class ChunkQueue {
     return this.items[this.head];
   }
 
+  /** Returns the chunk queued last, if any. */
+  peekLast(): Chunk | undefined {
+    return this.length > 0 ? this.items[this.items.length - 1] : undefined;
+  }
+
   shift(): Chunk | undefined {
     const chunk = this.items[this.head];
     if (chunk === undefined) {

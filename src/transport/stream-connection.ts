@@ -1,3 +1,4 @@
+import { randomFillSync } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
 import pRetry, { AbortError } from 'p-retry';
@@ -110,6 +111,26 @@ export interface StreamStats {
  * and the missing tail is sent again from here.
  */
 const RESEND_WINDOW_MS = 3000;
+
+/** Random bytes that masking keys are taken from, refilled when used up, as ws does by default. */
+const maskPool = Buffer.alloc(8192);
+let maskPoolOffset = maskPool.length;
+
+/**
+ * Fills a WebSocket masking key with random bytes, never all zero. With a
+ * zero key ws sends the caller's Buffer itself instead of a masked copy,
+ * and `writeBorrowed` relies on that copy.
+ */
+function fillMask(mask: Buffer): void {
+  do {
+    if (maskPoolOffset === maskPool.length) {
+      randomFillSync(maskPool);
+      maskPoolOffset = 0;
+    }
+    maskPool.copy(mask, 0, maskPoolOffset, maskPoolOffset + 4);
+    maskPoolOffset += 4;
+  } while ((mask[0]! | mask[1]! | mask[2]! | mask[3]!) === 0);
+}
 
 /** Log message of the transition into each state. */
 const TRANSITION_MESSAGES: Record<ConnectionStatus, string> = {
@@ -249,6 +270,20 @@ export class StreamConnection extends EventEmitter<{
   }
 
   /**
+   * Like `write`, for a caller that reuses the chunk's Buffer once this
+   * returns. A chunk sent at once is copied by the WebSocket and by the
+   * resend window, so only a chunk that stays queued is copied here.
+   */
+  writeBorrowed(chunk: Chunk): boolean {
+    const accepted = this.write(chunk);
+    const last = this.pending.peekLast();
+    if (last === chunk) {
+      last.data = Buffer.from(chunk.data);
+    }
+    return accepted;
+  }
+
+  /**
    * Sends what is queued, then end-of-stream, and waits for the server's
    * `done` (bounded by `done_timeout_ms`). Resolves with the outcome.
    */
@@ -327,6 +362,7 @@ export class StreamConnection extends EventEmitter<{
       handshakeTimeout: this.options.handshakeTimeoutMs ?? 10_000,
       // Server messages are small JSON; the cap bounds memory whatever the server sends.
       maxPayload: 16 * 1024 * 1024,
+      generateMask: fillMask,
     });
     // A socket error after this point is also reported by 'close'; this
     // listener keeps it from becoming an uncaught exception.

@@ -53,17 +53,30 @@ async function openStream(
   return { client, jobId: job.job_id, connection };
 }
 
-/** Writes `pcm` in 100 ms frames, one every `intervalMs`, like a live source. */
+/**
+ * Writes `pcm` in 100 ms frames, one every `intervalMs`, like a live source.
+ * With `borrowed`, every frame goes through `writeBorrowed` in one Buffer,
+ * which is overwritten as soon as the call returns.
+ */
 async function feedFrames(
   connection: StreamConnection,
   pcm: Buffer,
   intervalMs: number,
   onFrame?: (index: number) => void | Promise<void>,
+  options: { borrowed?: boolean } = {},
 ): Promise<void> {
   const startMs = performance.now();
+  const reused = Buffer.alloc(FRAME_BYTES);
   for (let index = 0; index * FRAME_BYTES < pcm.length; index += 1) {
     const data = pcm.subarray(index * FRAME_BYTES, (index + 1) * FRAME_BYTES);
-    connection.write({ data, durationMs: (data.length / FRAME_BYTES) * FRAME_MS });
+    const durationMs = (data.length / FRAME_BYTES) * FRAME_MS;
+    if (options.borrowed === true) {
+      const borrowed = reused.subarray(0, data.copy(reused));
+      connection.writeBorrowed({ data: borrowed, durationMs });
+      reused.fill(0x55);
+    } else {
+      connection.write({ data, durationMs });
+    }
     await onFrame?.(index);
     const waitMs = startMs + (index + 1) * intervalMs - performance.now();
     if (waitMs > 0) {
@@ -132,6 +145,29 @@ describe('delivery through faults', () => {
     assert.equal(recording.audio.length, pcm.length);
     assert.ok(recording.audio.equals(pcm), 'recording differs from the source after the outage');
     assert.equal(connection.stats.droppedBytes, 0);
+  });
+
+  it('recovers an outage with borrowed frames', async () => {
+    // Frames queued in the outage and kept for resending must be copies, because the caller overwrites its Buffer.
+    const { jobId, connection } = await openStream(emulator, 'borrowed', delivery());
+    await feedFrames(
+      connection,
+      pcm,
+      FRAME_MS,
+      async (index) => {
+        if (index === 30) {
+          void emulator.faults.restart({ drop: true, downtimeMs: 3000 });
+        }
+      },
+      { borrowed: true },
+    );
+    const outcome = await withTimeout(connection.end(), 20_000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+    const recording = emulator.getRecording(jobId, 'borrowed');
+    assert.ok(recording);
+    assert.ok(recording.connections >= 2, `expected a reconnect, saw ${recording.connections} connection(s)`);
+    assert.equal(recording.audio.length, pcm.length);
+    assert.ok(recording.audio.equals(pcm), 'recording differs from the source');
   });
 
   it('drops exactly the audio beyond max_outage_ms', async () => {

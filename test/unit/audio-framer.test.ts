@@ -118,5 +118,28 @@ describe('Framer', () => {
     );
     assert.ok(Buffer.concat(frames.map((audioFrame) => audioFrame.data)).equals(data), 'bytes differ from the input');
   });
-});
 
+  test('alternating buffers keep each frame intact', () => {
+    const format: AudioFormat = { encoding: 's16le', sampleRateHz: 16000, channels: 1 };
+    const cutter = new FrameCutter({ format, frameMs: 100, firstFrameShortBy: 48, alternateBuffers: true });
+    const data = numberedBytes(5 * 3200);
+    const copies: Buffer[] = [];
+    const frames: AudioFrame[] = [];
+    const onFrame = (audioFrame: AudioFrame): void => {
+      // The frame before this one must still hold its bytes.
+      if (frames.length > 0) {
+        assert.ok(frames.at(-1)!.data.equals(copies.at(-1)!), `frame ${frames.length - 1} changed before the next was cut`);
+      }
+      frames.push(audioFrame);
+      copies.push(Buffer.from(audioFrame.data));
+    };
+    for (const chunk of cut(data, [640, 1000, 3333])) {
+      cutter.write(chunk, onFrame);
+    }
+    cutter.finish(onFrame);
+
+    assert.ok(Buffer.concat(copies).equals(data), 'bytes differ from the input');
+    const arrayBuffers = new Set(frames.map((audioFrame) => audioFrame.data.buffer));
+    assert.equal(arrayBuffers.size, 2);
+  });
+});
