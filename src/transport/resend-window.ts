@@ -1,8 +1,6 @@
 import type { Chunk } from './chunk-queue.ts';
 
-/** Bytes of the first ring; it grows by a quarter beyond what a new chunk needs. */
-const INITIAL_BYTES = 4096;
-/** Chunk entries of the first ring; they grow the same way. */
+/** Chunk entries of the first rings of lengths and durations, which double when full. */
 const INITIAL_ENTRIES = 16;
 
 /**
@@ -14,7 +12,8 @@ const INITIAL_ENTRIES = 16;
  * old space and pin the shared pool slabs they were cut from.
  */
 export class ResendWindow {
-  private bytes: Buffer = Buffer.allocUnsafeSlow(INITIAL_BYTES);
+  /** Empty until the first chunk, which sizes it for the whole window. */
+  private bytes: Buffer = Buffer.alloc(0);
   /** Index in `bytes` of the first byte kept. */
   private byteHead = 0;
   private byteCount = 0;
@@ -54,7 +53,7 @@ export class ResendWindow {
     while (this.entryCount > 0 && this.totalMs + durationMs > this.windowMs) {
       droppedBytes += this.dropOldest();
     }
-    this.reserve(data.length);
+    this.reserve(data.length, durationMs);
     let tail = (this.byteHead + this.byteCount) % this.bytes.length;
     const firstPart = Math.min(data.length, this.bytes.length - tail);
     data.copy(this.bytes, tail, 0, firstPart);
@@ -113,10 +112,17 @@ export class ResendWindow {
     return length;
   }
 
-  /** Grows the rings, keeping their order, so one more chunk of `byteLength` bytes fits. */
-  private reserve(byteLength: number): void {
+  /**
+   * Grows the rings, keeping their order, so one more chunk of `byteLength`
+   * bytes fits. The first growth sizes the bytes for the whole window at
+   * the chunk's rate, because a stream's format, and so its rate, is fixed.
+   */
+  private reserve(byteLength: number, durationMs: number): void {
     if (this.byteCount + byteLength > this.bytes.length) {
-      const grown = Buffer.allocUnsafeSlow(Math.ceil(((this.byteCount + byteLength) * 1.25) / 1024) * 1024);
+      const windowBytes = durationMs > 0 ? Math.ceil((this.windowMs * byteLength) / durationMs) + byteLength : 0;
+      const neededBytes = this.byteCount + byteLength;
+      const grownBytes = windowBytes >= neededBytes && this.bytes.length < windowBytes ? windowBytes : Math.ceil((neededBytes * 1.25) / 1024) * 1024;
+      const grown = Buffer.allocUnsafeSlow(grownBytes);
       const firstPart = Math.min(this.byteCount, this.bytes.length - this.byteHead);
       this.bytes.copy(grown, 0, this.byteHead, this.byteHead + firstPart);
       this.bytes.copy(grown, firstPart, 0, this.byteCount - firstPart);

@@ -68,6 +68,20 @@ describe('rtp jitter buffer', () => {
     assert.equal(buffer.counters.duplicate, 0);
   });
 
+  test('tells duplicates from late packets MAX_MISORDER back', () => {
+    const { push, buffer, clock } = setup(60);
+    push(...Array.from({ length: 300 }, (_, index) => 1000 + index));
+    // 1199 is 100 behind the highest packet (1299), the farthest a packet may lag.
+    push(1199);
+    assert.equal(buffer.counters.duplicate, 1);
+    // A packet lost in a gap and arriving after the window counts as late, not as a duplicate.
+    push(1301);
+    clock.advance(60);
+    push(1300);
+    assert.equal(buffer.counters.late, 1);
+    assert.equal(buffer.counters.duplicate, 1);
+  });
+
   test('drops duplicates released and held', () => {
     const { push, sequence, buffer } = setup();
     push(1, 1, 3, 3);

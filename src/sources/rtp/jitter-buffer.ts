@@ -23,8 +23,12 @@ export const MAX_DROPOUT = 3000;
 /** Largest backward step still taken as a late or reordered packet (RFC 3550 §A.1). */
 export const MAX_MISORDER = 100;
 
-/** Released sequence numbers remembered to tell a duplicate from a late packet. */
-const RELEASED_HISTORY = 1024;
+/**
+ * Released sequence numbers remembered to tell a duplicate from a late
+ * packet. A packet more than MAX_MISORDER behind is taken as a jump before
+ * the history is read, so a little more than MAX_MISORDER is enough.
+ */
+const RELEASED_HISTORY = 128;
 
 const DEFAULT_MAX_PACKETS = 512;
 const DEFAULT_MAX_BUFFERED_BYTES = 1024 * 1024;
