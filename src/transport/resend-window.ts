@@ -7,9 +7,9 @@ const INITIAL_ENTRIES = 16;
  * The audio last sent on one stream, kept to send again after a reconnect.
  * Each chunk is copied into one ring of bytes owned by the window, with its
  * length and duration in two typed rings. A live stream sends a frame every
- * few tens of milliseconds and keeps it for seconds, so keeping the frames
- * themselves would move tens of thousands of objects a second into V8's
- * old space and pin the shared pool slabs they were cut from.
+ * few tens of milliseconds and keeps each for seconds. Kept as they are,
+ * the frames of a few hundred streams move thousands of objects a second
+ * into V8's old space, and each pins the shared pool slab it was cut from.
  */
 export class ResendWindow {
   /** Empty until the first chunk, which sizes it for the whole window. */
@@ -106,7 +106,7 @@ export class ResendWindow {
     this.byteHead = (this.byteHead + length) % this.bytes.length;
     this.byteCount -= length;
     if (this.entryCount === 0) {
-      // Float sums drift; an empty window is exactly empty.
+      // Float sums drift, so an empty window is set to exactly 0 ms.
       this.totalMs = 0;
     }
     return length;

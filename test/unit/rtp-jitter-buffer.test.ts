@@ -68,7 +68,7 @@ describe('rtp jitter buffer', () => {
     assert.equal(buffer.counters.duplicate, 0);
   });
 
-  test('tells duplicates from late packets MAX_MISORDER back', () => {
+  test('duplicate at the misorder limit', () => {
     const { push, buffer, clock } = setup(60);
     push(...Array.from({ length: 300 }, (_, index) => 1000 + index));
     // 1199 is 100 behind the highest packet (1299), the farthest a packet may lag.
