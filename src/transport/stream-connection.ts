@@ -127,7 +127,10 @@ function fillMask(mask: Buffer): void {
       randomFillSync(maskPool);
       maskPoolOffset = 0;
     }
-    maskPool.copy(mask, 0, maskPoolOffset, maskPoolOffset + 4);
+    mask[0] = maskPool[maskPoolOffset]!;
+    mask[1] = maskPool[maskPoolOffset + 1]!;
+    mask[2] = maskPool[maskPoolOffset + 2]!;
+    mask[3] = maskPool[maskPoolOffset + 3]!;
     maskPoolOffset += 4;
   } while ((mask[0]! | mask[1]! | mask[2]! | mask[3]!) === 0);
 }
