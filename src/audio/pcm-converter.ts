@@ -103,11 +103,6 @@ export class PcmConversion {
     if (block.sampleRateHz !== this.stage.sampleRateHz || block.channels !== this.stage.channels) {
       this.changeInputFormat(block, emit);
     }
-    if (block.samples.length % block.channels !== 0) {
-      throw new AudioFormatError(
-        `PCM block of ${block.samples.length} samples is not a whole number of ${block.channels}-channel frames`,
-      );
-    }
     const resampler = this.stage.resampler;
     if (
       block.encoded !== undefined &&
@@ -115,9 +110,14 @@ export class PcmConversion {
       resampler.passthrough &&
       this.stage.mixer.mode === 'identity'
     ) {
-      // G.711 in and the same law out: the bytes go as they came, which is exact and spares encoding.
+      // G.711 in and the same law out: the bytes go as they came, which is exact and spares decoding and encoding.
       emit(block.encoded.data);
       return;
+    }
+    if (block.samples.length % block.channels !== 0) {
+      throw new AudioFormatError(
+        `PCM block of ${block.samples.length} samples is not a whole number of ${block.channels}-channel frames`,
+      );
     }
     const mixed = this.stage.mixer.mix(block.samples);
     if (resampler.passthrough) {

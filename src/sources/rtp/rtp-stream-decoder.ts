@@ -180,6 +180,11 @@ export class RtpStreamDecoder {
 
   /** Decodes a payload of a synchronous decoder and places it, on the timeline, without an adapter. */
   private decodeAndPlace(released: ReleasedPacket, format: PayloadFormat, decoder: PayloadDecoder): void {
+    if (decoder.encodedAs !== undefined && released.packet.payload.length % decoder.channels === 0) {
+      // G.711 decodes only if the samples are read, because an output in the same law sends the payload instead.
+      this.place(released, format, decoder, undefined, undefined);
+      return;
+    }
     let decoded: Float32Array;
     try {
       decoded = decoder.decode(released.packet.payload) as Float32Array;
@@ -202,16 +207,19 @@ export class RtpStreamDecoder {
     return decoder.sampleRateHz !== target.sampleRateHz || decoder.channels !== target.channels;
   }
 
-  /** Places decoded audio on the timeline, with the fill before it, and emits it. */
+  /**
+   * Places decoded audio on the timeline, with the fill before it, and
+   * emits it. `decoded` is undefined for a G.711 payload not decoded yet.
+   */
   private place(
     released: ReleasedPacket,
     format: PayloadFormat,
     decoder: PayloadDecoder,
-    decoded: Float32Array,
+    decoded: Float32Array | undefined,
     adapter: FormatAdapter | undefined,
   ): void {
     const { packet } = released;
-    const decodedFrames = decoded.length / decoder.channels;
+    const decodedFrames = (decoded === undefined ? packet.payload.length : decoded.length) / decoder.channels;
     const target = this.options.format;
     const nominalFrames = Math.round((decodedFrames * target.sampleRateHz) / decoder.sampleRateHz);
 
@@ -232,10 +240,13 @@ export class RtpStreamDecoder {
       this.emitFill(step.fillStartFrame, step.fillFrames, step.concealFrames, decoder, adapter);
     }
     if (adapter === undefined && decoder.encodedAs !== undefined) {
-      this.emitBlock(decoded, step.packetStartFrame, { encoding: decoder.encodedAs, data: packet.payload });
+      const { sampleRateHz, channels } = this.options.format;
+      const timestampMs = (step.packetStartFrame * 1000) / sampleRateHz;
+      this.options.emit(new G711Block(decoder, packet.payload, decoded, sampleRateHz, channels, timestampMs));
       return;
     }
-    const samples = adapter === undefined ? decoded : adapter.process(decoded);
+    // `decoded` is set here: only the G.711 branch above receives payloads that were not decoded.
+    const samples = adapter === undefined ? decoded! : adapter.process(decoded!);
     this.emitBlock(samples, step.packetStartFrame);
   }
 
@@ -301,12 +312,12 @@ export class RtpStreamDecoder {
     this.counters.filledFrames += fillFrames;
   }
 
-  private emitBlock(samples: Float32Array, startFrame: number, encoded?: PcmBlock['encoded']): void {
+  private emitBlock(samples: Float32Array, startFrame: number): void {
     if (samples.length === 0) {
       return;
     }
     const { sampleRateHz, channels } = this.options.format;
-    this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz, encoded });
+    this.options.emit({ samples, sampleRateHz, channels, timestampMs: (startFrame * 1000) / sampleRateHz });
   }
 
   /**
@@ -335,5 +346,32 @@ export class RtpStreamDecoder {
     this.discontinuityLoggedAtMs = nowMs;
     this.discontinuitiesLogged = this.counters.discontinuities;
     this.log.info({ reason, ssrc, discontinuities: since }, 'rtp stream discontinuity; timeline bridged');
+  }
+}
+
+/**
+ * A block of G.711 audio that carries its payload, so an output in the
+ * same law sends the bytes as they came. Its samples are decoded the first
+ * time they are read.
+ */
+class G711Block implements PcmBlock {
+  readonly encoded: NonNullable<PcmBlock['encoded']>;
+  private decoded: Float32Array | undefined;
+
+  constructor(
+    private readonly decoder: PayloadDecoder,
+    payload: Buffer,
+    decoded: Float32Array | undefined,
+    readonly sampleRateHz: number,
+    readonly channels: number,
+    readonly timestampMs: number,
+  ) {
+    this.encoded = { encoding: decoder.encodedAs!, data: payload };
+    this.decoded = decoded;
+  }
+
+  get samples(): Float32Array {
+    this.decoded ??= this.decoder.decode(this.encoded.data) as Float32Array;
+    return this.decoded;
   }
 }
