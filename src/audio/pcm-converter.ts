@@ -10,7 +10,7 @@ import type { OutputConfig } from '../config/types.ts';
 import { AudioFormatError } from '../errors.ts';
 import { createSilentLogger, type Logger } from '../logger.ts';
 import { bytesPerSample, floatToInt16, type AudioFormat, type PcmBlock } from './format.ts';
-import { ALAW_ENCODE_TABLE, MULAW_ENCODE_TABLE } from './g711.ts';
+import { ALAW_DECODE_TABLE, ALAW_ENCODE_TABLE, MULAW_DECODE_TABLE, MULAW_ENCODE_TABLE } from './g711.ts';
 import { ChannelMixer } from './channel-mixer.ts';
 import { loadResamplerLibrary, Resampler } from './resampler.ts';
 
@@ -112,6 +112,12 @@ export class PcmConversion {
     ) {
       // G.711 in and the same law out: the bytes go as they came, which is exact and spares decoding and encoding.
       emit(block.encoded.data);
+      return;
+    }
+    if (block.encoded !== undefined && !resampler.passthrough && this.stage.mixer.mode === 'identity') {
+      // G.711 in, resampled: the codes go into the resampler as 16-bit values, without floats in between.
+      const table = block.encoded.encoding === 'mulaw' ? MULAW_DECODE_TABLE : ALAW_DECODE_TABLE;
+      this.emitEncodedInt16(resampler.processCodesToInt16(block.encoded.data, table), emit);
       return;
     }
     if (block.samples.length % block.channels !== 0) {

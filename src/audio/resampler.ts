@@ -236,6 +236,21 @@ export class Resampler {
   }
 
   /**
+   * Resamples G.711 codes like `processToInt16` resamples their decoded
+   * samples, with the same result. `table` gives the 16-bit value of each
+   * code, and the codes go into the library through it, without floats.
+   *
+   * @throws Error when passing through, because there is no 16-bit output to give.
+   */
+  processCodesToInt16(codes: Uint8Array, table: Int16Array): Int16Array {
+    this.requireUsable();
+    if (this.passthrough) {
+      throw new Error('processCodesToInt16() needs a resampler that changes the rate; send the codes as they are when the rates match');
+    }
+    return this.resampleChunks(codes, table, codes.length);
+  }
+
+  /**
    * Returns the samples still inside the filter, so that the whole output is
    * as long as the whole input times the rate ratio (rounded to a frame).
    * Call once at the end of the stream; later `process` calls start a new
@@ -287,13 +302,28 @@ export class Resampler {
    * length in samples.
    */
   private convertInto(input: Float32Array, start: number, end: number, offset: number): number {
-    const library = requireLibrary();
     // The views are read after every call into the module, because growing its memory replaces them.
-    const heap = library.HEAP16;
+    const heap = requireLibrary().HEAP16;
     const inputIndex = this.inputPointer >> 1;
     for (let index = start; index < end; index++) {
       heap[inputIndex + index - start] = floatToInt16(input[index]!);
     }
+    return this.filterInto(start, end, offset);
+  }
+
+  /** Like `convertInto`, for G.711 codes decoded through `table` straight into the library's input. */
+  private convertCodesInto(codes: Uint8Array, table: Int16Array, start: number, end: number, offset: number): number {
+    const heap = requireLibrary().HEAP16;
+    const inputIndex = this.inputPointer >> 1;
+    for (let index = start; index < end; index++) {
+      heap[inputIndex + index - start] = table[codes[index]!]!;
+    }
+    return this.filterInto(start, end, offset);
+  }
+
+  /** Runs the filter over the `end - start` samples in the library's input and appends its output at `offset`. */
+  private filterInto(start: number, end: number, offset: number): number {
+    const library = requireLibrary();
     const channels = this.channels;
     let consumedFrames = 0;
     const totalFrames = (end - start) / channels;
@@ -331,17 +361,27 @@ export class Resampler {
 
   /** Resamples `input` into the 16-bit output buffer and returns a view of what it wrote. */
   private resampleToInt16(input: Float32Array): Int16Array {
-    if (input.length % this.channels !== 0) {
+    return this.resampleChunks(input, undefined, input.length);
+  }
+
+  /** Resamples floats, or G.711 codes with their decode table, in calls of at most MAX_FRAMES_PER_CALL frames. */
+  private resampleChunks(input: Float32Array | Uint8Array, table: Int16Array | undefined, sampleCount: number): Int16Array {
+    if (sampleCount % this.channels !== 0) {
       throw new RangeError(
-        `resampler input of ${input.length} samples is not a whole number of ${this.channels}-channel frames`,
+        `resampler input of ${sampleCount} samples is not a whole number of ${this.channels}-channel frames`,
       );
     }
-    const inputFrames = input.length / this.channels;
+    const inputFrames = sampleCount / this.channels;
     this.inputFrames += inputFrames;
     let written = 0;
     for (let startFrame = 0; startFrame < inputFrames; startFrame += MAX_FRAMES_PER_CALL) {
       const endFrame = Math.min(inputFrames, startFrame + MAX_FRAMES_PER_CALL);
-      written = this.convertInto(input, startFrame * this.channels, endFrame * this.channels, written);
+      const start = startFrame * this.channels;
+      const end = endFrame * this.channels;
+      written =
+        table === undefined
+          ? this.convertInto(input as Float32Array, start, end, written)
+          : this.convertCodesInto(input as Uint8Array, table, start, end, written);
     }
     this.outputFrames += written / this.channels;
     return this.output.subarray(0, written);

@@ -134,6 +134,26 @@ describe('PcmConverter', () => {
     assert.equal((await convert(resampled, [block])).length, 512);
   });
 
+  test('G.711 codes resample like their samples', async () => {
+    // A 440 Hz tone in mu-law, in 20 ms packets, once with its codes and once as samples alone.
+    const samples = Float32Array.from({ length: 8000 }, (_, index) => 0.5 * Math.sin((2 * Math.PI * 440 * index) / 8000));
+    const codes = Buffer.from(encodeSamples(samples, 'mulaw'));
+    const decoded = new Int16Array(codes.length);
+    decodeMulaw(codes, decoded);
+    const withCodes: PcmBlock[] = [];
+    const samplesOnly: PcmBlock[] = [];
+    for (let start = 0; start < codes.length; start += 160) {
+      const packetSamples = Float32Array.from(decoded.subarray(start, start + 160), (value) => value / 32768);
+      const timestampMs = start / 8;
+      withCodes.push({ samples: packetSamples, sampleRateHz: 8000, channels: 1, timestampMs, encoded: { encoding: 'mulaw', data: codes.subarray(start, start + 160) } });
+      samplesOnly.push({ samples: packetSamples, sampleRateHz: 8000, channels: 1, timestampMs });
+    }
+    const fromCodes = await convert(await PcmConverter.create({ output: output(), inputSampleRateHz: 8000, inputChannels: 1 }), withCodes);
+    const fromSamples = await convert(await PcmConverter.create({ output: output(), inputSampleRateHz: 8000, inputChannels: 1 }), samplesOnly);
+    assert.equal(fromCodes.length, 32000);
+    assert.ok(fromCodes.equals(fromSamples), 'output from the codes differs from the output from the samples');
+  });
+
   test('48 kHz stereo becomes 16 kHz mono', async () => {
     const converter = await PcmConverter.create({ output: output(), inputSampleRateHz: 48000, inputChannels: 2 });
     const blocks = sineBlocks({ frequenciesHz: [440, 440], sampleRateHz: 48000, frames: 96000, blockFrames: 960 });
