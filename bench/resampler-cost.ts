@@ -2,7 +2,10 @@
  * Cost of resampling one stream, the largest item in the agent's cost for
  * PCMU in and s16le 16 kHz out: CPU per second of audio, creation time and
  * resident memory per instance of the agent's Resampler (speexdsp in
- * WebAssembly, quality 3), fed 20 ms chunks as RTP delivers them.
+ * WebAssembly, quality 3), fed 20 ms chunks as RTP delivers them. It
+ * measures two entries: `process()`, floats in and out, and
+ * `processCodesToInt16()`, mu-law codes in and 16-bit samples out, the
+ * agent's path for PCMU in and s16le out.
  *
  * For comparison it runs a half-band FIR interpolator by 2 (Kaiser window,
  * 4 * taps-per-side - 1 taps, of which one polyphase branch is a plain
@@ -12,6 +15,8 @@
  *
  *   node --import tsx bench/resampler-cost.ts --instances 100 --seconds 5
  */
+import { MULAW_DECODE_TABLE } from '../src/audio/g711.ts';
+import { encodeSamples } from '../src/audio/pcm-converter.ts';
 import { Resampler } from '../src/audio/resampler.ts';
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
@@ -50,10 +55,20 @@ async function measureAgentResampler(): Promise<void> {
     }
   });
   const rssAfterKiB = process.memoryUsage().rss / 1024;
+  const codes = encodeSamples(input, 'mulaw');
+  const codesCpuMicros = timeCpu(() => {
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      const piece = codes.subarray(chunk * CHUNK_FRAMES, (chunk + 1) * CHUNK_FRAMES);
+      for (const resampler of resamplers) {
+        resampler.processCodesToInt16(piece, MULAW_DECODE_TABLE);
+      }
+    }
+  });
   emitEvent('agent_resampler', {
     instances,
     createMsPerInstance: round(createMs / instances),
     cpuMicrosPerStreamSecond: Math.round(cpuMicros / instances / seconds),
+    codesCpuMicrosPerStreamSecond: Math.round(codesCpuMicros / instances / seconds),
     rssKiBPerInstance: Math.round((rssAfterKiB - rssBeforeKiB) / instances),
   });
   for (const resampler of resamplers) {
