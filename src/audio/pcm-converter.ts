@@ -104,21 +104,19 @@ export class PcmConversion {
       this.changeInputFormat(block, emit);
     }
     const resampler = this.stage.resampler;
-    if (
-      block.encoded !== undefined &&
-      block.encoded.encoding === this.outputFormat.encoding &&
-      resampler.passthrough &&
-      this.stage.mixer.mode === 'identity'
-    ) {
-      // G.711 in and the same law out: the bytes go as they came, which is exact and spares decoding and encoding.
-      emit(block.encoded.data);
-      return;
-    }
-    if (block.encoded !== undefined && !resampler.passthrough && this.stage.mixer.mode === 'identity') {
-      // G.711 in, resampled: the codes go into the resampler as 16-bit values, without floats in between.
-      const table = block.encoded.encoding === 'mulaw' ? MULAW_DECODE_TABLE : ALAW_DECODE_TABLE;
-      this.emitEncodedInt16(resampler.processCodesToInt16(block.encoded.data, table), emit);
-      return;
+    const encoded = block.encoded;
+    if (encoded !== undefined && this.stage.mixer.mode === 'identity') {
+      if (!resampler.passthrough) {
+        // G.711 in, resampled: the codes go into the resampler as 16-bit values, without floats in between.
+        const table = encoded.encoding === 'mulaw' ? MULAW_DECODE_TABLE : ALAW_DECODE_TABLE;
+        this.emitEncodedInt16(resampler.processCodesToInt16(encoded.data, table), emit);
+        return;
+      }
+      if (encoded.encoding === this.outputFormat.encoding) {
+        // G.711 in and the same law out: the bytes go as they came, which is exact and spares decoding and encoding.
+        emit(encoded.data);
+        return;
+      }
     }
     if (block.samples.length % block.channels !== 0) {
       throw new AudioFormatError(

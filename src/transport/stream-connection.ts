@@ -276,6 +276,9 @@ export class StreamConnection extends EventEmitter<{
    * Like `write`, for a caller that reuses the chunk's Buffer once this
    * returns. A chunk sent at once is copied by the WebSocket and by the
    * resend window, so only a chunk that stays queued is copied here.
+   * NOTE: ws copies a frame only while it masks it at once. It would keep
+   * the caller's Buffer for a compressed message or behind a Blob, and this
+   * connection sends neither.
    */
   writeBorrowed(chunk: Chunk): boolean {
     const accepted = this.write(chunk);

@@ -36,7 +36,7 @@ export interface RtpPacket {
 }
 
 /** The CSRC list of the packets that have none, which is almost all; one shared array spares an allocation per packet. */
-const NO_CSRCS: number[] = Object.freeze([]) as unknown as number[];
+const NO_CSRCS: readonly number[] = Object.freeze([]);
 
 export type MalformedReason =
   | 'too_short'
@@ -75,9 +75,9 @@ export function parseRtpDatagram(datagram: Buffer): ParsedDatagram {
   if (offset > datagram.length) {
     return { kind: 'malformed', reason: 'csrc_overrun' };
   }
-  const csrcs: number[] = csrcCount === 0 ? NO_CSRCS : [];
-  for (let index = 0; index < csrcCount; index++) {
-    csrcs.push(datagram.readUInt32BE(RTP_HEADER_BYTES + index * 4));
+  let csrcs = NO_CSRCS;
+  if (csrcCount > 0) {
+    csrcs = Array.from({ length: csrcCount }, (_, index) => datagram.readUInt32BE(RTP_HEADER_BYTES + index * 4));
   }
 
   let extensionProfile: number | undefined;
