@@ -1,13 +1,15 @@
 /**
  * The audio path of a live source, without Node streams: each block the
  * source emits is converted, framed and handed on in the source's data
- * event. A live source cannot wait for its consumer, and every stream hop
+ * event, or in the call that delivers it when the source's Readable is a
+ * LiveReadable. A live source cannot wait for its consumer, and every stream hop
  * costs CPU on every packet of every stream.
  */
 import { finished, type Readable } from 'node:stream';
 
 import type { AudioFrame, PcmBlock } from './format.ts';
 import type { FrameCutter } from './framer.ts';
+import { LiveReadable } from './live-readable.ts';
 import type { PcmConversion } from './pcm-converter.ts';
 
 export interface LivePathOptions {
@@ -35,13 +37,19 @@ export function runLivePath(options: LivePathOptions): Promise<void> {
       try {
         conversion.convert(block, frameEncoded);
       } catch (error) {
-        readable.off('data', onData);
+        stopConsuming();
         readable.destroy(error as Error);
       }
     };
-    readable.on('data', onData);
-    finished(readable, (error) => {
+    const direct = readable instanceof LiveReadable ? readable : undefined;
+    const stopConsuming = (): void => {
       readable.off('data', onData);
+      direct?.setConsumer(undefined);
+    };
+    readable.on('data', onData);
+    direct?.setConsumer(onData);
+    finished(readable, (error) => {
+      stopConsuming();
       let failure: unknown = error ?? undefined;
       try {
         if (failure === undefined) {

@@ -1,12 +1,11 @@
 /**
  * The AudioSource of one RTP alias: a jitter buffer per current SSRC feeds
- * an RtpStreamDecoder, whose blocks are pushed to an object-mode Readable.
+ * an RtpStreamDecoder, whose blocks go out through a LiveReadable.
  * The receiver hands it the packets of its SSRC; in the static mode it also
  * switches the SSRC, which restarts the sequence as a discontinuity.
  */
-import { Readable } from 'node:stream';
-
 import type { PcmBlock } from '../../audio/format.ts';
+import { LiveReadable } from '../../audio/live-readable.ts';
 import type { Clock } from '../../clock.ts';
 import type { Logger } from '../../logger.ts';
 import type { AudioSource } from '../audio-source.ts';
@@ -47,7 +46,7 @@ export interface RtpAudioSourceOptions {
 export class RtpAudioSource implements AudioSource {
   readonly kind = 'rtp';
   readonly live = true;
-  readonly readable: Readable;
+  readonly readable: LiveReadable;
   readonly format: SampleFormat;
   /** Clock time of the last packet handed to this source, in ms. */
   lastPacketMs: number;
@@ -67,7 +66,7 @@ export class RtpAudioSource implements AudioSource {
     this.log = options.logger;
     this.currentSsrc = options.ssrc;
     this.lastPacketMs = options.clock.nowMs();
-    this.readable = new Readable({ objectMode: true, read: () => {} });
+    this.readable = new LiveReadable();
     this.decoder = new RtpStreamDecoder({
       format: options.format,
       payloadTypes: options.payloadTypes,
@@ -153,6 +152,6 @@ export class RtpAudioSource implements AudioSource {
       this.queueDrops += 1;
       return;
     }
-    this.readable.push(block);
+    this.readable.deliver(block);
   }
 }
