@@ -613,8 +613,9 @@ export class StreamConnection extends EventEmitter<{
   }
 
   /** Resumes sending once the socket has drained below the low-water mark. */
-  private readonly onSent = (error?: Error): void => {
-    if (error !== undefined) {
+  private readonly onSent = (error?: Error | null): void => {
+    // A socket's write callback receives null on success, not undefined.
+    if (error !== undefined && error !== null) {
       return;
     }
     const state = this.state;

@@ -311,6 +311,43 @@ describe('delivery through faults', () => {
     }
   });
 
+  it('resumes a lossless writer after a stall', async () => {
+    const config = delivery({ high_water_bytes: 16_384, low_water_bytes: 4096 });
+    const { jobId, connection } = await openStream(emulator, 'resumed', config, { lossless: true });
+    await waitForStatus(connection, 'open', 5000);
+    emulator.faults.pauseReading(1000, { alias: 'resumed' });
+    // 32 MiB in 64 KiB frames is more than loopback's socket buffers take
+    // while the server reads nothing, so the writer must wait for drain.
+    const frameBytes = 65_536;
+    const frames = 512;
+    const sent: Buffer[] = [];
+    let waits = 0;
+    try {
+      for (let index = 0; index < frames; index += 1) {
+        const data = Buffer.alloc(frameBytes, index % 251);
+        sent.push(data);
+        if (!connection.write({ data, durationMs: 2048 })) {
+          waits += 1;
+          await withTimeout(
+            new Promise<void>((resolve) => connection.once('drain', () => resolve())),
+            10_000,
+            `drain after frame ${index}`,
+          );
+        }
+      }
+    } catch (error) {
+      connection.abort('test failed');
+      throw error;
+    }
+    const outcome = await withTimeout(connection.end(), 20_000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+    assert.ok(waits > 0, 'the writer never had to wait for drain');
+    const recording = emulator.getRecording(jobId, 'resumed');
+    assert.ok(recording);
+    assert.equal(recording.audio.length, frames * frameBytes);
+    assert.ok(recording.audio.equals(Buffer.concat(sent)), 'recording differs from what was written');
+  });
+
   it('replaces a connection whose pings go unanswered', async () => {
     const config = delivery({ ping_interval_ms: 200, pong_timeout_ms: 300 });
     const { connection } = await openStream(emulator, 'silent-peer', config);
