@@ -223,12 +223,12 @@ export class RtpStreamDecoder {
     const target = this.options.format;
     const nominalFrames = Math.round((decodedFrames * target.sampleRateHz) / decoder.sampleRateHz);
 
+    // Packets that failed to decode count as lost, so the timeline fills their time.
     const step = this.timeline.step(
-      {
-        released: this.undecodedPackets === 0 ? released : { ...released, lostBefore: released.lostBefore + this.undecodedPackets },
-        clockRateHz: format.clockRateHz,
-        durationTicks: ticksOfFrames(decoder, decodedFrames),
-      },
+      released,
+      released.lostBefore + this.undecodedPackets,
+      format.clockRateHz,
+      ticksOfFrames(decoder, decodedFrames),
       nominalFrames,
     );
     this.undecodedPackets = 0;
@@ -355,23 +355,28 @@ export class RtpStreamDecoder {
  * time they are read.
  */
 class G711Block implements PcmBlock {
-  readonly encoded: NonNullable<PcmBlock['encoded']>;
+  readonly encoding: 'mulaw' | 'alaw';
   private decoded: Float32Array | undefined;
 
   constructor(
     private readonly decoder: PayloadDecoder,
-    payload: Buffer,
+    readonly data: Buffer,
     decoded: Float32Array | undefined,
     readonly sampleRateHz: number,
     readonly channels: number,
     readonly timestampMs: number,
   ) {
-    this.encoded = { encoding: decoder.encodedAs!, data: payload };
+    this.encoding = decoder.encodedAs!;
     this.decoded = decoded;
   }
 
+  /** Payload and law of the block. The block itself serves as this view, which spares an object per packet. */
+  get encoded(): NonNullable<PcmBlock['encoded']> {
+    return this;
+  }
+
   get samples(): Float32Array {
-    this.decoded ??= this.decoder.decode(this.encoded.data) as Float32Array;
+    this.decoded ??= this.decoder.decode(this.data) as Float32Array;
     return this.decoded;
   }
 }

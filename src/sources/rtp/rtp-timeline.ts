@@ -59,13 +59,6 @@ export interface TimelineStep {
   discontinuity: DiscontinuityReason | undefined;
 }
 
-export interface TimelinePacket {
-  released: ReleasedPacket;
-  clockRateHz: number;
-  /** Length of the packet's audio, in RTP clock ticks. */
-  durationTicks: number;
-}
-
 export class RtpTimeline {
   private readonly options: TimelineOptions;
   private started = false;
@@ -76,6 +69,14 @@ export class RtpTimeline {
   private lastDurationMs = 0;
   private fillBudgetMs = FILL_BURST_MS;
   private budgetUpdatedMs: number | undefined;
+  /** Result of step(), reused because step() runs for every packet. */
+  private readonly plan: TimelineStep = {
+    fillFrames: 0,
+    concealFrames: 0,
+    fillStartFrame: 0,
+    packetStartFrame: 0,
+    discontinuity: undefined,
+  };
 
   constructor(options: TimelineOptions) {
     this.options = options;
@@ -86,9 +87,13 @@ export class RtpTimeline {
     return this.positionFrames;
   }
 
-  /** Plans one packet and moves the position past it; `packetFrames` is its decoded length at the stream rate. */
-  step(input: TimelinePacket, packetFrames: number): TimelineStep {
-    const { released, clockRateHz, durationTicks } = input;
+  /**
+   * Plans one packet and moves the position past it. `lostBefore` counts the
+   * packets missing just before it, `durationTicks` is its length in RTP
+   * clock ticks and `packetFrames` its decoded length at the stream rate.
+   * The returned plan is overwritten by the next call.
+   */
+  step(released: ReleasedPacket, lostBefore: number, clockRateHz: number, durationTicks: number, packetFrames: number): TimelineStep {
     const { packet, arrivalMs } = released;
     this.accrueBudget(arrivalMs);
 
@@ -109,7 +114,7 @@ export class RtpTimeline {
       if (gapMs < -MAX_BACKWARD_STEP_MS || gapMs > arrivalGapMs + ARRIVAL_SLACK_MS + this.options.jitterMs) {
         discontinuity = 'timestamp_jump';
       } else if (gapMs > 0) {
-        lossMs = Math.min(gapMs, released.lostBefore * this.lastDurationMs);
+        lossMs = Math.min(gapMs, lostBefore * this.lastDurationMs);
       } else {
         // A small overlap or a step back is jitter of the sender's clock: play on.
         gapMs = 0;
@@ -143,7 +148,13 @@ export class RtpTimeline {
     this.expectedTimestamp = (packet.timestamp + durationTicks) >>> 0;
     this.lastArrivalMs = arrivalMs;
     this.lastDurationMs = (durationTicks * 1000) / clockRateHz;
-    return { fillFrames, concealFrames, fillStartFrame, packetStartFrame, discontinuity };
+    const plan = this.plan;
+    plan.fillFrames = fillFrames;
+    plan.concealFrames = concealFrames;
+    plan.fillStartFrame = fillStartFrame;
+    plan.packetStartFrame = packetStartFrame;
+    plan.discontinuity = discontinuity;
+    return plan;
   }
 
   private accrueBudget(nowMs: number): void {
