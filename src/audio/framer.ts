@@ -73,7 +73,15 @@ export class FrameCutter {
   write(chunk: Buffer, emit: (frame: AudioFrame) => void): void {
     let offset = 0;
     while (offset < chunk.length) {
-      const copied = chunk.copy(this.pending, this.pendingBytes, offset, offset + this.pendingLimit - this.pendingBytes);
+      let copied: number;
+      if (offset === 0 && chunk.length <= this.pendingLimit - this.pendingBytes) {
+        // The usual case, a packet's audio that fits the frame: TypedArray#set copies it without
+        // the validation and the temporary view of Buffer#copy.
+        this.pending.set(chunk, this.pendingBytes);
+        copied = chunk.length;
+      } else {
+        copied = chunk.copy(this.pending, this.pendingBytes, offset, offset + this.pendingLimit - this.pendingBytes);
+      }
       this.pendingBytes += copied;
       offset += copied;
       if (this.pendingBytes === this.pendingLimit) {

@@ -118,12 +118,14 @@ export class JitterBuffer {
     return this.heldBytes;
   }
 
-  /** Takes one packet of this sequence; releases whatever is now in order. */
-  push(packet: RtpPacket): void {
+  /**
+   * Takes one packet of this sequence; releases whatever is now in order.
+   * `arrivalMs` is the packet's arrival on the buffer's clock, read now when omitted.
+   */
+  push(packet: RtpPacket, arrivalMs = this.options.clock.nowMs()): void {
     if (this.stopped) {
       return;
     }
-    const arrivalMs = this.options.clock.nowMs();
     this.counters.received += 1;
     if (!this.started) {
       this.begin({ packet, arrivalMs });

@@ -97,8 +97,9 @@ export class RtpAudioSource implements AudioSource {
     if (this.stopping !== undefined) {
       return;
     }
-    this.lastPacketMs = this.options.clock.nowMs();
-    this.jitter.push(packet);
+    const arrivalMs = this.options.clock.nowMs();
+    this.lastPacketMs = arrivalMs;
+    this.jitter.push(packet, arrivalMs);
   }
 
   /** Starts carrying another SSRC: what is held is released, and the new sequence starts a new stretch of timeline. */
