@@ -172,6 +172,7 @@ export class JobSession extends EventEmitter<{
       return;
     }
     const jobId = this.jobId;
+    this.log.info({ jobId }, 'requesting job finalization');
     const patched = await this.options.client.finalizeJob(jobId, signal);
     this.status = patched.status;
     this.log.info({ jobId, status: patched.status }, 'job finalization requested');

@@ -5,7 +5,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { Emulator } from '../../src/emulator/emulator.ts';
 import type { EmulatorEvent } from '../../src/emulator/emulator-event-log.ts';
-import { JFK_WAV, decodeToS16le, ffmpeg, makeTempDir, startCli, withTimeout, writeConfig } from '../helpers/tools.ts';
+import { JFK_WAV, decodeToS16le, ffmpeg, makeTempDir, parseLogLines, startCli, withTimeout, writeConfig } from '../helpers/tools.ts';
 
 function configYaml(options: {
   baseUrl: string;
@@ -98,7 +98,17 @@ describe('end to end through the emulator', () => {
       assert.ok(endOfStream >= 0, `alias ${alias}: no end-of-stream`);
       assert.ok(done > endOfStream, `alias ${alias}: done not after end-of-stream`);
       assert.ok(closed > done, `alias ${alias}: close 1000 not after done`);
-      assert.ok(finalizeRequested > closed, `alias ${alias}: PATCH came before the stream closed`);
+      assert.ok(finalizeRequested > done, `alias ${alias}: PATCH came before done`);
+    }
+    // The emulator may see the PATCH before its side of the socket has closed, so the agent's own log gives
+    // the order: each stream closed with 1000 before the agent sent the PATCH.
+    const logLines = parseLogLines(run.stdout());
+    const patchLine = logLines.findIndex((line) => line.msg === 'requesting job finalization');
+    assert.ok(patchLine >= 0, 'the agent logged no finalization request');
+    for (const alias of ['left', 'right']) {
+      const closedLine = logLines.findIndex((line) => line.msg === 'stream closed' && line.alias === alias && line.closeCode === 1000);
+      assert.ok(closedLine >= 0, `alias ${alias}: the agent logged no close 1000`);
+      assert.ok(closedLine < patchLine, `alias ${alias}: PATCH came before the stream closed`);
     }
 
     const resultsFile = join(resultsDir, `${jobId}.jsonl`);
