@@ -6,8 +6,9 @@
 #
 #   bench/perf-profile.sh STREAMS SUBJECT OUT_DIR
 #
-# Writes OUT_DIR/perf.data, OUT_DIR/by-dso.txt and OUT_DIR/by-symbol.txt, and
-# the benchmark's own report under OUT_DIR/bench.
+# Writes OUT_DIR/perf.data, OUT_DIR/by-dso.txt, OUT_DIR/by-symbol.txt and
+# OUT_DIR/by-part.md (bench/summarize-perf.ts: samples grouped by where the
+# code comes from), and the benchmark's own report under OUT_DIR/bench.
 set -euo pipefail
 
 usage='usage: bench/perf-profile.sh STREAMS SUBJECT OUT_DIR (SUBJECT: agent, agent-mulaw or relay)'
@@ -48,4 +49,5 @@ wait "$bench"
 
 perf report -i "$out/perf.data" --no-children --sort dso -g none > "$out/by-dso.txt" 2> /dev/null
 perf report -i "$out/perf.data" --no-children --sort sym -g none > "$out/by-symbol.txt" 2> /dev/null
-echo "wrote $out/by-dso.txt and $out/by-symbol.txt"
+node --import tsx bench/summarize-perf.ts "$out/perf.data" > "$out/by-part.md"
+echo "wrote $out/by-dso.txt, $out/by-symbol.txt and $out/by-part.md"
