@@ -196,7 +196,12 @@ export class StreamConnection extends EventEmitter<{
   private failures = 0;
   private endRequested = false;
   private endOfStreamSent = false;
-  private resyncing = false;
+  /**
+   * The socket whose resync waits for the server's byte count. Sending on
+   * it waits too. A lookup that returns after its socket was replaced
+   * leaves the field to the new socket's own resync.
+   */
+  private resyncingWs: WebSocket | undefined;
   private needDrain = false;
   private wakeController: AbortController | undefined;
   private doneMessage: { durationMs: number } | undefined;
@@ -516,9 +521,11 @@ export class StreamConnection extends EventEmitter<{
       this.pump();
       return;
     }
-    this.resyncing = true;
+    this.resyncingWs = ws;
     const remote = await this.fetchRemoteStatus();
-    this.resyncing = false;
+    if (this.resyncingWs === ws) {
+      this.resyncingWs = undefined;
+    }
     if (this.state.status !== 'open' || this.state.ws !== ws) {
       return;
     }
@@ -585,7 +592,7 @@ export class StreamConnection extends EventEmitter<{
   /** Sends queued chunks while the socket is open and below the high-water mark. */
   private pump(): void {
     const state = this.state;
-    if (state.status !== 'open' || this.resyncing) {
+    if (state.status !== 'open' || this.resyncingWs === state.ws) {
       return;
     }
     const { ws } = state;

@@ -85,6 +85,19 @@ async function feedFrames(
   }
 }
 
+/** Resolves once `condition` holds, checked every 10 ms for up to 5 s. */
+async function poll(condition: () => boolean, what: string): Promise<void> {
+  await withTimeout(
+    (async () => {
+      while (!condition()) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })(),
+    5000,
+    what,
+  );
+}
+
 /** Resolves once `condition` holds, checked now and after every state change of the stream. */
 async function waitFor(connection: StreamConnection, condition: () => boolean, timeoutMs: number, what = 'a stream state'): Promise<void> {
   if (condition()) {
@@ -168,6 +181,65 @@ describe('delivery through faults', () => {
     assert.ok(recording.connections >= 2, `expected a reconnect, saw ${recording.connections} connection(s)`);
     assert.equal(recording.audio.length, pcm.length);
     assert.ok(recording.audio.equals(pcm), 'recording differs from the source');
+  });
+
+  it('resyncs once per socket across two drops', async () => {
+    // The byte count of the first reconnect's lookup arrives after a second
+    // reconnect. The second socket must still wait for its own count before
+    // sending, or audio goes out twice.
+    const client = new JobsClient({ baseUrl: emulator.baseUrl, accountId: emulator.accountId, apiKey: emulator.apiKey, retries: 1 });
+    const job = await client.createJob({ mode: 'realtime', analyses: ['transcription'] });
+    const alias = 'two-drops';
+    const endpoint = client.streamEndpoint(job.job_id, alias, { audioFormat: 's16le', sampleRateHz: 16000, channels: 1 });
+    const gates: Array<() => void> = [];
+    const connection = new StreamConnection({
+      endpoint,
+      delivery: delivery(),
+      lossless: false,
+      fetchRemoteStatus: async () => {
+        // The count is read now and handed back only when the test opens the gate.
+        const current = await client.getJob(job.job_id);
+        const stream = current.streams.find((candidate) => candidate.alias === alias);
+        await new Promise<void>((resolve) => gates.push(resolve));
+        return stream === undefined ? undefined : { receivedBytes: stream.received_bytes, state: stream.state };
+      },
+    });
+    connection.start();
+    const frames = Array.from({ length: 15 }, (_, index) => pcm.subarray(index * FRAME_BYTES, (index + 1) * FRAME_BYTES));
+    try {
+      await waitForStatus(connection, 'open', 5000);
+      for (const data of frames.slice(0, 10)) {
+        connection.write({ data, durationMs: FRAME_MS });
+      }
+      await poll(() => (emulator.getRecording(job.job_id, alias)?.audio.length ?? 0) >= 10 * FRAME_BYTES, 'the first 10 frames at the server');
+
+      emulator.faults.closeStreams(1001, 'first drop', { alias });
+      await poll(() => gates.length === 1 && connection.status === 'open', 'the first resync');
+      emulator.faults.closeStreams(1001, 'second drop', { alias });
+      await poll(() => gates.length === 2 && connection.stats.connections === 3, 'the second resync');
+      // The first lookup returns while the third socket still waits for its own, and audio written now must wait too.
+      gates[0]!();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      for (const data of frames.slice(10)) {
+        connection.write({ data, durationMs: FRAME_MS });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      gates[1]!();
+      // Give the second resync time to finish before end(), so that a resend it makes shows in the recording.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } catch (error) {
+      connection.abort('test failed');
+      throw error;
+    }
+
+    const outcome = await withTimeout(connection.end(), 10_000, 'end of stream');
+    assert.equal(outcome.action, 'done');
+    const recording = emulator.getRecording(job.job_id, alias);
+    assert.ok(recording);
+    assert.equal(recording.connections, 3);
+    assert.equal(recording.audio.length, 15 * FRAME_BYTES);
+    assert.ok(recording.audio.equals(Buffer.concat(frames)), 'recording differs from the frames written');
+    assert.equal(connection.stats.resentBytes, 0);
   });
 
   it('drops exactly the audio beyond max_outage_ms', async () => {
