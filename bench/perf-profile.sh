@@ -29,6 +29,8 @@ mkdir -p "$out"
 npm run bench -- --streams "$streams" --seconds 30 --runs 1 --subjects "$subject" \
   --subject-node-options=--perf-basic-prof --out "$out/bench" > "$out/bench.log" 2>&1 &
 bench=$!
+# A failure below must not leave the benchmark and its processes running.
+trap 'kill "$bench" 2> /dev/null || true' ERR
 
 # The window opens 15 s after the last stream started; streams start at 200 per second.
 until grep -q '^measuring' "$out/bench.log"; do
@@ -39,7 +41,8 @@ until grep -q '^measuring' "$out/bench.log"; do
   sleep 1
 done
 sleep $((streams / 200 + 20))
-pid=$(pgrep -f "$pattern" | head -n 1)
+# The newest matching process is the one this benchmark started.
+pid=$(pgrep -n -f "$pattern" || true)
 if [ -z "$pid" ]; then
   echo "no process matching \"$pattern\" is running; see $out/bench.log" >&2
   exit 1
@@ -49,5 +52,9 @@ wait "$bench"
 
 perf report -i "$out/perf.data" --no-children --sort dso -g none > "$out/by-dso.txt" 2> /dev/null
 perf report -i "$out/perf.data" --no-children --sort sym -g none > "$out/by-symbol.txt" 2> /dev/null
-node --import tsx bench/summarize-perf.ts "$out/perf.data" > "$out/by-part.md"
+{
+  echo "# $subject, $streams streams"
+  echo
+  node --import tsx bench/summarize-perf.ts "$out/perf.data"
+} > "$out/by-part.md"
 echo "wrote $out/by-dso.txt, $out/by-symbol.txt and $out/by-part.md"

@@ -2,7 +2,8 @@
  * Groups the samples of a perf profile of the agent by where the code comes
  * from: the resampler's WebAssembly, the agent's own modules, Node's
  * JavaScript, ws, libc, the kernel, garbage collection and the rest of V8
- * and Node. Prints one Markdown row per group, in % of all samples.
+ * and Node. Prints one Markdown row per group, in % of all samples, counted
+ * from perf's sample counts, and the number of samples.
  *
  *   node --import tsx bench/summarize-perf.ts OUT_DIR/perf.data
  *
@@ -23,11 +24,11 @@ const GROUPS: Group[] = [
   { label: "speexdsp's resampler (WebAssembly)", matches: (_dso, symbol) => symbol.includes('wasm-function') },
   { label: 'resampler JavaScript (`src/audio/resampler.ts`)', matches: (_dso, symbol) => symbol.includes('/src/audio/resampler.ts') },
   {
-    label: 'RTP path in JavaScript: receiver, jitter buffer, decoder, timeline, source (`src/sources/`)',
+    label: 'RTP path in JavaScript (`src/sources/`: receiver, jitter buffer, decoder, timeline, source, and the code V8 inlined into them)',
     matches: (_dso, symbol) => symbol.includes('/src/sources/'),
   },
   {
-    label: 'conversion, framing, live path, connection, resend window (the rest of `src/`)',
+    label: 'the rest of `src/`: conversion, framing, live path, connection, resend window, where V8 did not inline them',
     matches: (_dso, symbol) => symbol.includes('/src/'),
   },
   { label: '`ws` and `bufferutil`', matches: (dso, symbol) => symbol.includes('node_modules/ws/') || dso.includes('bufferutil') },
@@ -50,7 +51,7 @@ if (file === undefined) {
   process.exit(64);
 }
 
-const report = execFileSync('perf', ['report', '-i', file, '--no-children', '--sort', 'dso,sym', '-g', 'none', '-t', '|'], {
+const report = execFileSync('perf', ['report', '-i', file, '--no-children', '--sort', 'dso,sym', '-g', 'none', '-n', '-t', '|'], {
   encoding: 'utf8',
   maxBuffer: 256 * 1024 * 1024,
   stdio: ['ignore', 'pipe', 'ignore'],
@@ -62,23 +63,28 @@ for (const line of report.split('\n')) {
   if (line.startsWith('#') || line.trim() === '') {
     continue;
   }
-  const [percentText, dsoText, symbolText] = line.split('|');
-  if (percentText === undefined || dsoText === undefined || symbolText === undefined) {
+  // Fields: overhead, samples, dso, symbol.
+  const [, samplesText, dsoText, symbolText] = line.split('|');
+  if (samplesText === undefined || dsoText === undefined || symbolText === undefined) {
     continue;
   }
-  const percent = Number.parseFloat(percentText);
-  if (!Number.isFinite(percent)) {
+  const samples = Number.parseInt(samplesText, 10);
+  if (!Number.isFinite(samples)) {
     continue;
   }
   const dso = dsoText.trim();
   const symbol = symbolText.trim();
   const group = GROUPS.find((candidate) => candidate.matches(dso, symbol))!;
-  totals.set(group.label, totals.get(group.label)! + percent);
-  all += percent;
+  totals.set(group.label, totals.get(group.label)! + samples);
+  all += samples;
+}
+if (all === 0) {
+  process.stderr.write(`no samples in ${file}; check that perf can read it\n`);
+  process.exit(1);
 }
 
 process.stdout.write('| part | % of samples |\n|---|---:|\n');
 for (const group of GROUPS) {
-  process.stdout.write(`| ${group.label} | ${totals.get(group.label)!.toFixed(1)} |\n`);
+  process.stdout.write(`| ${group.label} | ${((100 * totals.get(group.label)!) / all).toFixed(1)} |\n`);
 }
-process.stdout.write(`| all | ${all.toFixed(1)} |\n`);
+process.stdout.write(`\n${all} samples in ${file}\n`);
