@@ -11,6 +11,8 @@ import type { PcmBlock } from './format.ts';
 
 export class LiveReadable extends Readable {
   private consumer: ((block: PcmBlock) => void) | undefined;
+  /** Set once `push(null)` has ended the stream, so that later blocks meet push()'s error. */
+  private endPushed = false;
 
   constructor() {
     super({ objectMode: true, read: () => {} });
@@ -25,6 +27,13 @@ export class LiveReadable extends Readable {
     this.consumer = consumer;
   }
 
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk === null) {
+      this.endPushed = true;
+    }
+    return super.push(chunk, encoding);
+  }
+
   /**
    * Hands `block` to the consumer when the Readable flows and has no queued
    * blocks, so blocks keep the order of the calls. Otherwise pushes `block`
@@ -32,7 +41,7 @@ export class LiveReadable extends Readable {
    */
   deliver(block: PcmBlock): void {
     const consumer = this.consumer;
-    if (consumer !== undefined && this.readableLength === 0 && this.readableFlowing === true && !this.destroyed) {
+    if (consumer !== undefined && this.readableLength === 0 && this.readableFlowing === true && !this.destroyed && !this.endPushed) {
       consumer(block);
       return;
     }

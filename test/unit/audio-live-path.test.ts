@@ -70,6 +70,22 @@ describe('runLivePath with a LiveReadable', () => {
     assert.deepEqual(frames, [0, 1]);
   });
 
+  test('rejects a block after the end', async () => {
+    const readable = new LiveReadable();
+    const { frames, done } = await startPath(readable);
+    await new Promise((resolve) => setImmediate(resolve));
+    readable.deliver(numberedBlock(0));
+    const errors: Error[] = [];
+    readable.on('error', (error) => errors.push(error));
+
+    readable.push(null);
+    readable.deliver(numberedBlock(1));
+    await done.catch(() => undefined);
+
+    assert.deepEqual(frames, [0]);
+    assert.equal((errors[0] as NodeJS.ErrnoException | undefined)?.code, 'ERR_STREAM_PUSH_AFTER_EOF');
+  });
+
   test('stops delivering after a block fails', async () => {
     const readable = new LiveReadable();
     const { frames, done } = await startPath(readable);
