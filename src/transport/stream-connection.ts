@@ -112,9 +112,6 @@ export interface StreamStats {
  */
 const RESEND_WINDOW_MS = 3000;
 
-/** Largest header of a masked WebSocket frame: 2 bytes, a 64-bit length and the masking key (RFC 6455 §5.2). */
-const MAX_FRAME_HEADER_BYTES = 14;
-
 /** Random bytes that masking keys are taken from, refilled when used up, as ws does by default. */
 const maskPool = Buffer.alloc(8192);
 let maskPoolOffset = maskPool.length;
@@ -601,13 +598,7 @@ export class StreamConnection extends EventEmitter<{
         return;
       }
       const chunk = this.pending.shift() as Chunk;
-      // Only a send that may leave the socket above the low-water mark needs its completion to resume pumping.
-      // A callback on every send would cost a process.nextTick per frame.
-      if (ws.bufferedAmount + chunk.data.length + MAX_FRAME_HEADER_BYTES > this.delivery.low_water_bytes) {
-        ws.send(chunk.data, { binary: true }, this.onSent);
-      } else {
-        ws.send(chunk.data, { binary: true });
-      }
+      ws.send(chunk.data, { binary: true }, this.onSent);
       if (chunk.resent === true) {
         this.stats.resentBytes += chunk.data.length;
       } else {
