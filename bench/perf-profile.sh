@@ -29,7 +29,7 @@ mkdir -p "$out"
 npm run bench -- --streams "$streams" --seconds 30 --runs 1 --subjects "$subject" \
   --subject-node-options=--perf-basic-prof --out "$out/bench" > "$out/bench.log" 2>&1 &
 bench=$!
-# A failure below must not leave the benchmark and its processes running.
+# On a failure below, send the benchmark's npm process SIGTERM rather than leave it running.
 trap 'kill "$bench" 2> /dev/null || true' ERR
 
 # The window opens 15 s after the last stream started; streams start at 200 per second.

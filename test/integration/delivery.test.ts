@@ -388,6 +388,7 @@ describe('delivery through faults', () => {
     const { jobId, connection } = await openStream(emulator, 'resumed', config, { lossless: true });
     await waitForStatus(connection, 'open', 5000);
     emulator.faults.pauseReading(1000, { alias: 'resumed' });
+
     // 32 MiB in 64 KiB frames is more than loopback's socket buffers take
     // while the server reads nothing, so the writer must wait for drain.
     const frameBytes = 65_536;
@@ -411,6 +412,7 @@ describe('delivery through faults', () => {
       connection.abort('test failed');
       throw error;
     }
+
     const outcome = await withTimeout(connection.end(), 20_000, 'end of stream');
     assert.equal(outcome.action, 'done');
     assert.ok(waits > 0, 'the writer never had to wait for drain');
