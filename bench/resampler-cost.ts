@@ -2,7 +2,8 @@
  * Cost of resampling one stream, the largest item in the agent's cost for
  * PCMU in and s16le 16 kHz out: CPU per second of audio, creation time and
  * resident memory per instance of the agent's Resampler (speexdsp in
- * WebAssembly, quality 3), fed 20 ms chunks as RTP delivers them. It
+ * WebAssembly, quality 3), fed 20 ms chunks as RTP delivers them
+ * (`--chunk-ms` sets another length). It
  * measures two entries: `process()`, floats in and out, and
  * `processCodesToInt16()`, mu-law codes in and 16-bit samples out, the
  * agent's path for PCMU in and s16le out.
@@ -20,17 +21,19 @@ import { encodeSamples } from '../src/audio/pcm-converter.ts';
 import { Resampler } from '../src/audio/resampler.ts';
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
-const options = parseScriptOptions('Usage: resampler-cost [--instances N] [--seconds S] [--taps-per-side K]', {
+const options = parseScriptOptions('Usage: resampler-cost [--instances N] [--seconds S] [--chunk-ms MS] [--taps-per-side K]', {
   instances: { type: 'string', default: '100', description: 'Resamplers run side by side, one per stream' },
   seconds: { type: 'string', default: '5', description: 'Seconds of audio per instance' },
+  'chunk-ms': { type: 'string', default: '20', description: 'Audio per call, in milliseconds: 20 is one RTP packet, 100 one frame' },
   'taps-per-side': { type: 'string', default: '16', description: 'Non-zero taps per side of the half-band filter' },
 });
 const instances = numberOption(options, 'instances', 1, 10000);
 const seconds = numberOption(options, 'seconds', 0.1);
 const tapsPerSide = numberOption(options, 'taps-per-side', 2, 64);
+const chunkMs = numberOption(options, 'chunk-ms', 1, 1000);
 
 const INPUT_RATE_HZ = 8000;
-const CHUNK_FRAMES = 160;
+const CHUNK_FRAMES = Math.round((chunkMs * INPUT_RATE_HZ) / 1000);
 const TEST_TONE_HZ = 1000;
 const chunks = Math.round((seconds * INPUT_RATE_HZ) / CHUNK_FRAMES);
 const input = new Float32Array(chunks * CHUNK_FRAMES);
