@@ -34,10 +34,16 @@ const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--second
   'frame-ms': { type: 'string', default: '100', description: 'Audio per frame, in ms' },
   path: { type: 'string', default: 'live', description: 'live (the RTP path) or streams (the Node stream pipeline of file sources)' },
   'payload-file': { type: 'string', description: 'Raw 8 kHz mu-law audio to loop; a 440 Hz tone when omitted' },
+  'round-ms': {
+    type: 'string',
+    default: '0',
+    description: 'Sleep between rounds, in ms: 20 paces the packets in real time, 0 only turns the event loop',
+  },
 });
 const streamCount = numberOption(options, 'streams', 1);
 const packetsPerStream = Math.round((numberOption(options, 'seconds', 0.02) * 1000) / PACKET_MS);
 const frameMs = numberOption(options, 'frame-ms', 10, 1000);
+const roundMs = numberOption(options, 'round-ms', 0, 1000);
 const format = String(options['format']);
 if (format !== 's16le' && format !== 'mulaw') {
   process.stderr.write(`invalid --format ${format}; use s16le or mulaw\n`);
@@ -103,7 +109,7 @@ for (let index = 0; index < packetsPerStream; index++) {
     sources[stream]!.push(packetOf(stream, index, payload.subarray(offset, offset + PACKET_PAYLOAD_BYTES)));
   }
   // One round per 20 ms of audio, with the event loop turning in between as it does between datagrams.
-  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => (roundMs === 0 ? setImmediate(resolve) : setTimeout(resolve, roundMs)));
 }
 await Promise.all(sources.map((source) => source.stopped()));
 await Promise.all(pipelines);
@@ -114,6 +120,7 @@ emitEvent('pipeline_cost', {
   format,
   path,
   frameMs,
+  roundMs,
   audioSecondsPerStream: audioSeconds,
   frames,
   wallMs: Math.round(performance.now() - startMs),
