@@ -2,16 +2,19 @@
  * Measures how much slower the same small piece of per-stream work runs
  * right after the process slept than when it runs back to back. The work
  * imitates one packet: for each of N streams it updates an object, a
- * 160-byte array (a PCMU packet's payload) and a Map. It touches no
- * sockets and allocates nothing, so the difference is the state of the
+ * 160-byte array (a PCMU packet's payload) and a Map. It uses no sockets
+ * and allocates nothing per stream, so the difference is the state of the
  * CPU's caches (and its branch predictors and TLBs) when the event loop
  * wakes up, not the agent's code.
  *
- *   node --import tsx bench/cold-cache-probe.ts --streams 100 --sleep-ms 20
+ *   taskset -c 1 node --import tsx bench/cold-cache-probe.ts --streams 100 --sleep-ms 20
  *
- * Prints the median time per stream of 300 passes each way, in ns. A
- * second control pass does arithmetic over 4 KiB only, which shows
- * whether the CPU itself runs slower after a sleep (a clock that drops).
+ * Prints the median over 300 passes each way, in ns per stream. A pass
+ * after a sleep also pays a fixed cost (the timer's wake-up, the clock
+ * reads), so the same pass without streams is timed too and subtracted
+ * (`nsPerStreamAfterSleepNet`). A control pass of about 10 µs of
+ * arithmetic over 4 KiB, in µs per pass, shows whether the CPU itself
+ * runs slower after a sleep.
  */
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
@@ -45,6 +48,11 @@ for (let index = streams.length - 1; index > 0; index--) {
   [streams[index], streams[other]] = [streams[other]!, streams[index]!];
 }
 
+/** Does a pass without streams, whose time is the fixed cost of a timed pass. */
+function touchNothing(): number {
+  return 0;
+}
+
 function touchStreams(): number {
   let sum = 0;
   for (const stream of streams) {
@@ -59,7 +67,7 @@ function touchStreams(): number {
 const control = new Float64Array(512).map((_, index) => index * 0.5);
 function computeOnly(): number {
   let sum = 0;
-  for (let round = 0; round < 400; round++) {
+  for (let round = 0; round < 25; round++) {
     for (let index = 0; index < control.length; index++) {
       sum += control[index]! * round;
     }
@@ -67,8 +75,8 @@ function computeOnly(): number {
   return sum;
 }
 
-/** Median of `passes` timings of `work`, in ns per `per`; sleeps `sleepMs` before each when `sleep` is set. */
-async function medianNs(work: () => number, per: number, sleep: boolean): Promise<number> {
+/** Returns the median of `passes` timings of `work` in ns, divided by `divisor`; sleeps `sleepMs` before each when `sleep` is set. */
+async function medianTiming(work: () => number, divisor: number, sleep: boolean): Promise<number> {
   const timings: number[] = [];
   for (let pass = 0; pass < passes; pass++) {
     if (sleep) {
@@ -76,7 +84,7 @@ async function medianNs(work: () => number, per: number, sleep: boolean): Promis
     }
     const start = process.hrtime.bigint();
     checksum += work();
-    timings.push(Number(process.hrtime.bigint() - start) / per);
+    timings.push(Number(process.hrtime.bigint() - start) / divisor);
   }
   timings.sort((a, b) => a - b);
   return timings[timings.length >> 1]!;
@@ -87,17 +95,21 @@ for (let pass = 0; pass < 500; pass++) {
   touchStreams();
   computeOnly();
 }
-const backToBackNs = await medianNs(touchStreams, streamCount, false);
-const afterSleepNs = await medianNs(touchStreams, streamCount, true);
-const computeBackToBackUs = await medianNs(computeOnly, 1000, false);
-const computeAfterSleepUs = await medianNs(computeOnly, 1000, true);
+const backToBackNs = await medianTiming(touchStreams, streamCount, false);
+const afterSleepNs = await medianTiming(touchStreams, streamCount, true);
+const emptyAfterSleepNs = await medianTiming(touchNothing, 1, true);
+const computeBackToBackUs = await medianTiming(computeOnly, 1000, false);
+const computeAfterSleepUs = await medianTiming(computeOnly, 1000, true);
+const round = (value: number): number => Math.round(value * 10) / 10;
 emitEvent('cold_cache_probe', {
   streams: streamCount,
   sleepMs,
   passes,
-  nsPerStreamBackToBack: Math.round(backToBackNs * 10) / 10,
-  nsPerStreamAfterSleep: Math.round(afterSleepNs * 10) / 10,
-  computeOnlyUsBackToBack: Math.round(computeBackToBackUs * 10) / 10,
-  computeOnlyUsAfterSleep: Math.round(computeAfterSleepUs * 10) / 10,
+  nsPerStreamBackToBack: round(backToBackNs),
+  nsPerStreamAfterSleep: round(afterSleepNs),
+  emptyPassNsAfterSleep: round(emptyAfterSleepNs),
+  nsPerStreamAfterSleepNet: round(afterSleepNs - emptyAfterSleepNs / streamCount),
+  computeOnlyUsBackToBack: round(computeBackToBackUs),
+  computeOnlyUsAfterSleep: round(computeAfterSleepUs),
   checksum,
 });

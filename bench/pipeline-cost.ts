@@ -4,12 +4,19 @@
  * through the conversion and framing as an alias stream wires them for a
  * live source (`--path live`, the agent's path for RTP), or through the
  * Node stream pipeline that file sources use (`--path streams`), to a
- * counter of frames. Packets are fed as fast as the path takes
- * them, one per stream per round, so the result is CPU time per second of
- * audio per stream, free of the pacing and socket noise of the full
- * benchmark. Use it to compare changes to the hot path.
+ * counter of frames. Packets are fed one per stream per round. By default
+ * the rounds run back to back, as fast as the path takes them, so the
+ * result is CPU time per second of audio per stream, free of the pacing
+ * and socket noise of the full benchmark. Use it to compare changes to
+ * the hot path.
  *
- *   node --import tsx bench/pipeline-cost.ts --streams 200 --seconds 20 --format s16le [--path streams]
+ * `--round-ms MS` sleeps that long after each round instead, so the path
+ * runs with the caches as cold as after the agent's waits between packets.
+ * NOTE: the CPU time then includes the sleeping loop's own cost (timer
+ * wake-ups, and the collections V8 starts when the process looks idle).
+ * Compare stream counts, or subtract a run with `--streams 1`.
+ *
+ *   node --import tsx bench/pipeline-cost.ts --streams 200 --seconds 20 --format s16le [--path streams] [--round-ms 20]
  */
 import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
@@ -27,7 +34,7 @@ import type { RtpPacket } from '../src/sources/rtp/rtp-packet.ts';
 import { PACKET_MS, PACKET_PAYLOAD_BYTES } from './lib/load-log.ts';
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
-const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--seconds S] [--format s16le|mulaw] [--frame-ms MS] [--path live|streams]', {
+const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--seconds S] [--format s16le|mulaw] [--frame-ms MS] [--path live|streams] [--round-ms MS]', {
   streams: { type: 'string', default: '200', description: 'Streams processed side by side' },
   seconds: { type: 'string', default: '20', description: 'Seconds of audio per stream' },
   format: { type: 'string', default: 's16le', description: 's16le (16 kHz, resampled) or mulaw (8 kHz)' },
@@ -37,13 +44,17 @@ const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--second
   'round-ms': {
     type: 'string',
     default: '0',
-    description: 'Sleep between rounds, in ms: 20 paces the packets in real time, 0 only turns the event loop',
+    description: 'Sleep after each round, in ms (0 or from 1); 0 only turns the event loop. Rounds then take longer than 20 ms of audio',
   },
 });
 const streamCount = numberOption(options, 'streams', 1);
 const packetsPerStream = Math.round((numberOption(options, 'seconds', 0.02) * 1000) / PACKET_MS);
 const frameMs = numberOption(options, 'frame-ms', 10, 1000);
 const roundMs = numberOption(options, 'round-ms', 0, 1000);
+if (roundMs > 0 && roundMs < 1) {
+  process.stderr.write(`invalid --round-ms ${roundMs}; use 0 or a number from 1 to 1000 (timers wait at least 1 ms)\n`);
+  process.exit(64);
+}
 const format = String(options['format']);
 if (format !== 's16le' && format !== 'mulaw') {
   process.stderr.write(`invalid --format ${format}; use s16le or mulaw\n`);
@@ -108,7 +119,7 @@ for (let index = 0; index < packetsPerStream; index++) {
   for (let stream = 0; stream < streamCount; stream++) {
     sources[stream]!.push(packetOf(stream, index, payload.subarray(offset, offset + PACKET_PAYLOAD_BYTES)));
   }
-  // One round per 20 ms of audio, with the event loop turning in between as it does between datagrams.
+  // One round per 20 ms of audio. In between, the event loop turns once, or sleeps for --round-ms.
   await new Promise((resolve) => (roundMs === 0 ? setImmediate(resolve) : setTimeout(resolve, roundMs)));
 }
 await Promise.all(sources.map((source) => source.stopped()));
