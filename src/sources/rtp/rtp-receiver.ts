@@ -134,19 +134,7 @@ export class RtpReceiver {
   /** SSRCs whose stream could not be opened, with the time they may be tried again. */
   private readonly rejectedUntilMs = new Map<number, number>();
   private readonly reportedPayloadTypes = new Set<number>();
-  private readonly counts: RtpSourceCounters = {
-    datagrams: 0,
-    packets: 0,
-    rtcp: 0,
-    malformed: 0,
-    notAllowed: 0,
-    unknownPayloadType: 0,
-    overMaxStreams: 0,
-    unconfirmedSsrc: 0,
-    refused: 0,
-    streamsOpened: 0,
-    streamsEnded: 0,
-  };
+  private readonly counts: RtpSourceCounters = emptySourceCounters();
   /** Stream drop counts of streams that have ended, so totals survive them. */
   private readonly endedStreamDrops: DropTotals = emptyDropTotals();
   private lastReportedDrops: DropTotals = emptyDropTotals();
@@ -548,6 +536,23 @@ export class RtpReceiver {
       this.idleTimer = undefined;
     }
   }
+}
+
+/** Returns the counts of an RTP source that has received nothing yet. */
+export function emptySourceCounters(): RtpSourceCounters {
+  return {
+    datagrams: 0,
+    packets: 0,
+    rtcp: 0,
+    malformed: 0,
+    notAllowed: 0,
+    unknownPayloadType: 0,
+    overMaxStreams: 0,
+    unconfirmedSsrc: 0,
+    refused: 0,
+    streamsOpened: 0,
+    streamsEnded: 0,
+  };
 }
 
 function emptyDropTotals(): DropTotals {
