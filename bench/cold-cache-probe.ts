@@ -36,7 +36,7 @@ interface StreamState {
   lookup: Map<number, number>;
 }
 
-// Allocated in a shuffled order, as streams that start at different times end up spread over the heap.
+// Visited in a shuffled order, because streams that start at different times end up spread over the heap.
 const streams: StreamState[] = Array.from({ length: streamCount }, (_, index) => ({
   packets: 0,
   lastSequence: index,
@@ -75,7 +75,10 @@ function computeOnly(): number {
   return sum;
 }
 
-/** Returns the median of `passes` timings of `work` in ns, divided by `divisor`; sleeps `sleepMs` before each when `sleep` is set. */
+/**
+ * Returns the median of `passes` timings of `work` in ns, divided by `divisor`.
+ * When `sleep` is set, each timed pass comes right after a sleep of `sleepMs`.
+ */
 async function medianTiming(work: () => number, divisor: number, sleep: boolean): Promise<number> {
   const timings: number[] = [];
   for (let pass = 0; pass < passes; pass++) {
@@ -90,7 +93,7 @@ async function medianTiming(work: () => number, divisor: number, sleep: boolean)
   return timings[timings.length >> 1]!;
 }
 
-// Warm up, so that both series run optimized code.
+// Warm up, so that every series runs optimized code.
 for (let pass = 0; pass < 500; pass++) {
   touchStreams();
   computeOnly();
@@ -100,16 +103,16 @@ const afterSleepNs = await medianTiming(touchStreams, streamCount, true);
 const emptyAfterSleepNs = await medianTiming(touchNothing, 1, true);
 const computeBackToBackUs = await medianTiming(computeOnly, 1000, false);
 const computeAfterSleepUs = await medianTiming(computeOnly, 1000, true);
-const round = (value: number): number => Math.round(value * 10) / 10;
+const oneDecimal = (value: number): number => Math.round(value * 10) / 10;
 emitEvent('cold_cache_probe', {
   streams: streamCount,
   sleepMs,
   passes,
-  nsPerStreamBackToBack: round(backToBackNs),
-  nsPerStreamAfterSleep: round(afterSleepNs),
-  emptyPassNsAfterSleep: round(emptyAfterSleepNs),
-  nsPerStreamAfterSleepNet: round(afterSleepNs - emptyAfterSleepNs / streamCount),
-  computeOnlyUsBackToBack: round(computeBackToBackUs),
-  computeOnlyUsAfterSleep: round(computeAfterSleepUs),
+  nsPerStreamBackToBack: oneDecimal(backToBackNs),
+  nsPerStreamAfterSleep: oneDecimal(afterSleepNs),
+  emptyPassNsAfterSleep: oneDecimal(emptyAfterSleepNs),
+  nsPerStreamAfterSleepNet: oneDecimal(afterSleepNs - emptyAfterSleepNs / streamCount),
+  computeOnlyUsBackToBack: oneDecimal(computeBackToBackUs),
+  computeOnlyUsAfterSleep: oneDecimal(computeAfterSleepUs),
   checksum,
 });

@@ -14,6 +14,7 @@
 import type { AgentSnapshot, AliasSnapshot } from '../src/service/agent-snapshot.ts';
 import { AgentMetrics } from '../src/service/agent-metrics.ts';
 import type { RtpStreamCounters } from '../src/sources/rtp/rtp-audio-source.ts';
+import { emptySourceCounters } from '../src/sources/rtp/rtp-receiver.ts';
 import { emitEvent, numberOption, parseScriptOptions } from './lib/script-args.ts';
 
 const options = parseScriptOptions('Usage: metrics-scrape-cost [--streams N] [--scrapes N]', {
@@ -81,17 +82,10 @@ const snapshot: AgentSnapshot = {
           stream: 'bench-{ssrc}',
           counters: {
             source: {
+              ...emptySourceCounters(),
               datagrams: 6250 * streamCount,
               packets: 6250 * streamCount,
-              rtcp: 0,
-              malformed: 0,
-              notAllowed: 0,
-              unknownPayloadType: 0,
-              overMaxStreams: 0,
-              unconfirmedSsrc: 0,
-              refused: 0,
               streamsOpened: streamCount,
-              streamsEnded: 0,
             },
             streams: rtpStreams,
           },
@@ -101,7 +95,10 @@ const snapshot: AgentSnapshot = {
   ],
 };
 
-/** Renders `scrapes` scrapes of `scraped` after 5 to warm up; returns their times in ms, sorted, and the text's size. */
+/**
+ * Renders `scrapes` scrapes of `scraped` after 5 to warm up. Returns their
+ * times in ms, sorted, and the size of the last text.
+ */
 async function timeScrapes(scraped: AgentSnapshot): Promise<{ timingsMs: number[]; textBytes: number }> {
   const metrics = new AgentMetrics(() => scraped);
   for (let warmUp = 0; warmUp < 5; warmUp++) {
@@ -118,16 +115,16 @@ async function timeScrapes(scraped: AgentSnapshot): Promise<{ timingsMs: number[
   return { timingsMs, textBytes };
 }
 
-const roundMs = (ms: number): number => Math.round(ms * 10) / 10;
+const oneDecimal = (value: number): number => Math.round(value * 10) / 10;
 const full = await timeScrapes(snapshot);
 // The same aliases without the RTP source's per-SSRC counters, whose metric has 9 series per stream.
 const withoutRtp = await timeScrapes({ ...snapshot, jobs: [{ ...snapshot.jobs[0]!, rtpSources: [] }] });
 emitEvent('metrics_scrape_cost', {
   streams: streamCount,
   scrapes,
-  medianMs: roundMs(full.timingsMs[full.timingsMs.length >> 1]!),
-  maxMs: roundMs(full.timingsMs[full.timingsMs.length - 1]!),
+  medianMs: oneDecimal(full.timingsMs[full.timingsMs.length >> 1]!),
+  maxMs: oneDecimal(full.timingsMs[full.timingsMs.length - 1]!),
   textBytes: full.textBytes,
-  withoutRtpCountersMedianMs: roundMs(withoutRtp.timingsMs[withoutRtp.timingsMs.length >> 1]!),
+  withoutRtpCountersMedianMs: oneDecimal(withoutRtp.timingsMs[withoutRtp.timingsMs.length >> 1]!),
   withoutRtpCountersTextBytes: withoutRtp.textBytes,
 });

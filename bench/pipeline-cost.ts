@@ -11,7 +11,7 @@
  * the hot path.
  *
  * `--round-ms MS` sleeps that long after each round instead, so the path
- * runs with the caches as cold as after the agent's waits between packets.
+ * runs with cold caches, as after the agent's waits between packets.
  * NOTE: the CPU time then includes the sleeping loop's own cost (timer
  * wake-ups, and the collections V8 starts when the process looks idle).
  * Compare stream counts, or subtract a run with `--streams 1`.
@@ -44,7 +44,7 @@ const options = parseScriptOptions('Usage: pipeline-cost [--streams N] [--second
   'round-ms': {
     type: 'string',
     default: '0',
-    description: 'Sleep after each round, in ms (0 or from 1); 0 only turns the event loop. Rounds then take longer than 20 ms of audio',
+    description: 'Sleep after each round, in ms: 0 (the event loop only turns) or 1 to 1000. Rounds then last longer than their 20 ms of audio',
   },
 });
 const streamCount = numberOption(options, 'streams', 1);
